@@ -1,0 +1,384 @@
+"""The provider base class: option handling, fallbacks, metrics, lifecycle."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from types import TracebackType
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from llmkit.batch import fan_out, fan_out_iter
+from llmkit.config import LLMConfig, provider_defaults
+from llmkit.errors import InvalidRequestError, NotSupportedError
+from llmkit.limiter import ConcurrencyLimiter
+from llmkit.metrics import Metrics, MetricsRecorder
+from llmkit.retry import RetryPolicy
+from llmkit.types import (
+    Capabilities,
+    ChatResponse,
+    MessagesInput,
+    ModelInfo,
+    StreamChunk,
+    Usage,
+)
+
+__all__ = ["BaseLLM", "PromptCache"]
+
+# Generation options every provider understands (mapped to its own wire names).
+COMMON_OPTIONS = ("max_tokens", "temperature", "top_p", "stop", "seed")
+
+
+class PromptCache:
+    """A provider-specific handle on a processed prompt prefix (see ``build_cache``)."""
+
+    def __init__(self, provider: str, prefix: list[Any], handle: Any) -> None:
+        self.provider = provider
+        self.prefix = prefix
+        self.handle = handle
+
+    def __repr__(self) -> str:
+        return f"PromptCache(provider={self.provider!r}, prefix_messages={len(self.prefix)})"
+
+
+class BaseLLM:
+    """Base of every provider. A subclass implementing only ``generate`` (or only ``chat``)
+    works: the other methods fall back on it or raise :class:`NotSupportedError`."""
+
+    provider_name: ClassVar[str] = "custom"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.generate is BaseLLM.generate and cls.chat is BaseLLM.chat:
+            # Abstract intermediate classes may define neither; instantiation checks again.
+            cls._incomplete = True
+        else:
+            cls._incomplete = False
+
+    _incomplete: ClassVar[bool] = True
+
+    def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
+        if type(self)._incomplete:
+            raise TypeError(
+                f"{type(self).__name__} must implement generate() or chat() to be a provider"
+            )
+        self.config = self._make_config(config, kwargs)
+        self._metrics = MetricsRecorder()
+        self._limiter = ConcurrencyLimiter(self.config.max_concurrency)
+        self._retry = RetryPolicy(
+            max_retries=self.config.max_retries,
+            initial_delay=float(self.config.extra.get("retry_initial_delay", 0.5)),
+            max_delay=float(self.config.extra.get("retry_max_delay", 8.0)),
+            max_retry_after=float(self.config.extra.get("retry_max_after", 60.0)),
+        )
+        self._closed = False
+
+    @classmethod
+    def _make_config(cls, config: Any, kwargs: dict[str, Any]) -> LLMConfig:
+        if isinstance(config, LLMConfig):
+            if kwargs:
+                return config.model_copy(update=kwargs)
+            return config
+        if isinstance(config, dict):
+            data = {**config, **kwargs}
+        elif isinstance(config, str):
+            data = {"model": config, **kwargs}
+        elif config is None:
+            data = dict(kwargs)
+        else:
+            raise TypeError(f"config must be an LLMConfig, dict or model name, not {config!r}")
+        data.setdefault("provider", cls.provider_name)
+        if data["provider"] in ("openai", "ollama", "huggingface", "mock"):
+            return LLMConfig.for_provider(data)
+        merged = {k: v for k, v in provider_defaults(data["provider"]).items()}
+        merged.update(data)
+        return LLMConfig(**merged)
+
+    # ------------------------------------------------------------------ identity
+
+    @property
+    def provider(self) -> str:
+        return self.config.provider
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(provider={self.config.provider!r}, "
+            f"model={self.config.model!r}, base_url={self.config.base_url!r})"
+        )
+
+    # ------------------------------------------------------------------ options
+
+    def _options(self, opts: dict[str, Any]) -> dict[str, Any]:
+        """Config defaults overlaid with per-call options (``None`` values dropped)."""
+        cfg = self.config
+        merged: dict[str, Any] = {
+            "max_tokens": cfg.max_tokens,
+            "temperature": cfg.temperature,
+            "top_p": cfg.top_p,
+        }
+        for k, v in opts.items():
+            if v is not None:
+                merged[k] = v
+        if "max_tokens" in merged and (
+            not isinstance(merged["max_tokens"], int) or merged["max_tokens"] <= 0
+        ):
+            raise InvalidRequestError(f"max_tokens must be a positive int, not {merged['max_tokens']!r}")
+        t = merged.get("temperature")
+        if t is not None and not (0.0 <= float(t) <= 2.0):
+            raise InvalidRequestError(f"temperature must be within 0.0-2.0, not {t!r}")
+        p = merged.get("top_p")
+        if p is not None and not (0.0 <= float(p) <= 1.0):
+            raise InvalidRequestError(f"top_p must be within 0.0-1.0, not {p!r}")
+        if isinstance(merged.get("stop"), str):
+            merged["stop"] = [merged["stop"]]
+        return merged
+
+    def _record_usage(self, usage: Usage | None) -> None:
+        if usage is not None:
+            self._metrics.add_usage(usage.prompt_tokens, usage.completion_tokens)
+
+    # ------------------------------------------------------------------ generation
+
+    async def generate(self, messages: MessagesInput, **options: Any) -> str:
+        """The reply text."""
+        response = await self.chat(messages, **options)
+        return response.content
+
+    async def chat(
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        **options: Any,
+    ) -> ChatResponse:
+        """The full reply. The base version wraps ``generate`` (no tools)."""
+        if tools:
+            raise NotSupportedError(
+                f"{type(self).__name__} does not support tools", provider=self.provider
+            )
+        text = await self.generate(messages, **options)
+        response = ChatResponse(content=text, finish_reason="stop", model=self.model)
+        if response_format is not None:
+            response.parsed = parse_structured(text, response_format, self.provider)
+        return response
+
+    async def generate_stream(self, messages: MessagesInput, **options: Any) -> AsyncGenerator[str, None]:
+        """Reply text deltas as they arrive."""
+        if type(self).chat_stream is not BaseLLM.chat_stream:
+            async for chunk in self.chat_stream(messages, **options):
+                if chunk.delta:
+                    yield chunk.delta
+            return
+        text = await self.generate(messages, **options)
+        if text:
+            yield text
+
+    async def chat_stream(self, messages: MessagesInput, **options: Any) -> AsyncGenerator[StreamChunk, None]:
+        """Stream chunks: text deltas, tool-call deltas, finish reason and final usage."""
+        async for delta in self.generate_stream(messages, **options):
+            yield StreamChunk(delta=delta)
+        yield StreamChunk(finish_reason="stop")
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def embed(self, text: str) -> list[float]:
+        if type(self).embed_batch is not BaseLLM.embed_batch:
+            vectors = await self.embed_batch([text])
+            return vectors[0]
+        raise NotSupportedError(
+            f"{type(self).__name__} does not support embeddings", provider=self.provider
+        )
+
+    async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
+        if type(self).embed is BaseLLM.embed:
+            raise NotSupportedError(
+                f"{type(self).__name__} does not support embeddings", provider=self.provider
+            )
+        texts = _check_texts(texts)
+        results = await fan_out(self.embed, texts, concurrency=self.config.max_concurrency)
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ batches
+
+    def supports_batching(self) -> bool:
+        return False
+
+    async def batch_generate(
+        self,
+        prompts: Iterable[MessagesInput],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: bool = False,
+        progress: bool | Any = False,
+        **options: Any,
+    ) -> list[Any]:
+        """One reply per prompt, in input order, at most ``concurrency`` at once."""
+
+        async def one(prompt: MessagesInput) -> str:
+            return await self.generate(prompt, **options)
+
+        return await fan_out(
+            one,
+            prompts,
+            concurrency=concurrency or self.config.max_concurrency,
+            return_exceptions=return_exceptions,
+            progress=progress,
+            desc=f"{self.provider} batch",
+        )
+
+    async def batch_generate_iter(
+        self,
+        prompts: Iterable[MessagesInput],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: bool = False,
+        progress: bool | Any = False,
+        **options: Any,
+    ) -> AsyncGenerator[tuple[int, Any], None]:
+        """``(index, reply)`` pairs as replies complete (see ``batch_generate``)."""
+
+        async def one(prompt: MessagesInput) -> str:
+            return await self.generate(prompt, **options)
+
+        async for pair in fan_out_iter(
+            one,
+            prompts,
+            concurrency=concurrency or self.config.max_concurrency,
+            return_exceptions=return_exceptions,
+            progress=progress,
+            desc=f"{self.provider} batch",
+        ):
+            yield pair
+
+    # ------------------------------------------------------------------ caches
+
+    async def build_cache(self, prefix_messages: MessagesInput) -> PromptCache:
+        raise NotSupportedError(
+            f"{type(self).__name__} has no prompt cache", provider=self.provider
+        )
+
+    async def generate_with_cache(
+        self, messages: MessagesInput, cache: PromptCache, **options: Any
+    ) -> str:
+        raise NotSupportedError(
+            f"{type(self).__name__} has no prompt cache", provider=self.provider
+        )
+
+    # ------------------------------------------------------------------ health, info
+
+    async def health_check(self) -> None:
+        """Raises an :class:`LLMError` when the provider is not usable."""
+        await self.generate("ping", max_tokens=1)
+
+    def get_model_info(self) -> ModelInfo:
+        cls = type(self)
+        return ModelInfo(
+            provider=self.provider,
+            model=self.model,
+            base_url=self.config.base_url,
+            capabilities=Capabilities(
+                streaming=True,
+                embeddings=cls.embed is not BaseLLM.embed
+                or cls.embed_batch is not BaseLLM.embed_batch,
+                tools=cls.chat is not BaseLLM.chat,
+                batching=self.supports_batching(),
+                kv_cache=cls.build_cache is not BaseLLM.build_cache,
+            ),
+        )
+
+    def get_token_usage(self) -> Usage:
+        return self._metrics.usage()
+
+    def get_metrics(self) -> Metrics:
+        return self._metrics.snapshot()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Release connections and workers. Safe to call more than once."""
+        self._closed = True
+
+    async def close(self) -> None:
+        await self.aclose()
+
+    async def __aenter__(self) -> BaseLLM:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise InvalidRequestError("embed_batch takes a list of strings; use embed() for one")
+    out = list(texts)
+    for i, t in enumerate(out):
+        if not isinstance(t, str):
+            raise InvalidRequestError(f"text {i} is {type(t).__name__}, not str")
+    return out
+
+
+def response_format_payload(response_format: Any) -> tuple[dict[str, Any] | None, Any]:
+    """OpenAI ``response_format`` body for a pydantic class, a JSON schema dict or an
+    OpenAI-style dict; returns (payload, model class or None)."""
+    if response_format is None:
+        return None, None
+    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
+        schema = response_format.model_json_schema()
+        return (
+            {
+                "type": "json_schema",
+                "json_schema": {"name": response_format.__name__, "schema": schema, "strict": False},
+            },
+            response_format,
+        )
+    if isinstance(response_format, dict):
+        if response_format.get("type") in ("json_schema", "json_object", "text"):
+            return dict(response_format), None
+        # a bare JSON schema
+        return {"type": "json_schema", "json_schema": {"name": "response", "schema": response_format}}, None
+    if response_format == "json":
+        return {"type": "json_object"}, None
+    raise InvalidRequestError(f"unsupported response_format: {response_format!r}")
+
+
+def parse_structured(text: str, response_format: Any, provider: str | None) -> Any:
+    """The reply validated into a pydantic model class (or decoded JSON otherwise)."""
+    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
+        try:
+            return response_format.model_validate_json(_strip_fences(text))
+        except ValidationError as exc:
+            raise InvalidRequestError(
+                f"reply does not match {response_format.__name__}: {exc.errors()[:3]}",
+                provider=provider,
+            ) from None
+    try:
+        return json.loads(_strip_fences(text))
+    except ValueError:
+        return None
+
+
+def _strip_fences(text: str) -> str:
+    t = text.strip()
+    if t.startswith("```"):
+        t = t.split("\n", 1)[1] if "\n" in t else ""
+        if t.rstrip().endswith("```"):
+            t = t.rstrip()[:-3]
+    return t
+

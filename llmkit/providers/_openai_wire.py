@@ -1,0 +1,203 @@
+"""OpenAI chat-completions wire format: request bodies, responses and stream chunks.
+Shared by the OpenAI provider and the OpenAI-compatible APIs of Hugging Face."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from llmkit.base import response_format_payload
+from llmkit.errors import StreamError, error_from_payload
+from llmkit.streaming import SSEEvent
+from llmkit.tools import normalize_tool_choice, to_openai_tools
+from llmkit.types import ChatResponse, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
+
+__all__ = [
+    "ToolCallAssembler",
+    "chat_body",
+    "message_to_openai",
+    "parse_chat_response",
+    "parse_stream_event",
+    "parse_usage",
+]
+
+# Options with the same name on the wire; anything else in ``options`` passes through too.
+_RENAMED: dict[str, str] = {}
+_DROP = {"stream", "messages", "model"}
+
+
+def message_to_openai(m: Message) -> dict[str, Any]:
+    d: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.name:
+        d["name"] = m.name
+    if m.tool_calls:
+        d["tool_calls"] = [tc.to_openai() for tc in m.tool_calls]
+        if not m.content:
+            d["content"] = None
+    if m.tool_call_id:
+        d["tool_call_id"] = m.tool_call_id
+    return d
+
+
+def chat_body(
+    model: str,
+    messages: list[Message],
+    options: dict[str, Any],
+    *,
+    tools: Sequence[Any] | None = None,
+    tool_choice: Any = None,
+    response_format: Any = None,
+    stream: bool = False,
+    include_usage: bool = True,
+) -> tuple[dict[str, Any], Any]:
+    """The request body, and the pydantic class to validate the reply into (if any)."""
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [message_to_openai(m) for m in messages],
+    }
+    for key, value in options.items():
+        if key in _DROP or value is None:
+            continue
+        body[_RENAMED.get(key, key)] = value
+    if "max_completion_tokens" in options and "max_tokens" in body:
+        del body["max_tokens"]
+    if tools:
+        body["tools"] = to_openai_tools(tools)
+    if tool_choice is not None:
+        body["tool_choice"] = normalize_tool_choice(tool_choice)
+    payload, model_cls = response_format_payload(response_format)
+    if payload is not None:
+        body["response_format"] = payload
+    if stream:
+        body["stream"] = True
+        if include_usage:
+            body["stream_options"] = {"include_usage": True}
+    return body, model_cls
+
+
+def parse_usage(data: Any) -> Usage | None:
+    if not isinstance(data, dict):
+        return None
+    p = data.get("prompt_tokens") or 0
+    c = data.get("completion_tokens") or 0
+    t = data.get("total_tokens") or (p + c)
+    return Usage(prompt_tokens=p, completion_tokens=c, total_tokens=t)
+
+
+def _arguments(raw: Any) -> dict[str, Any]:
+    if isinstance(raw, dict):
+        return raw
+    if not raw:
+        return {}
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return {"_raw": raw}
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def parse_tool_calls(raw: Any) -> list[ToolCall]:
+    calls: list[ToolCall] = []
+    for tc in raw or ():
+        fn = tc.get("function") or {}
+        calls.append(
+            ToolCall(id=tc.get("id") or "", name=fn.get("name") or "", arguments=_arguments(fn.get("arguments")))
+        )
+    return calls
+
+
+def parse_chat_response(data: Any, model: str, provider: str) -> ChatResponse:
+    if not isinstance(data, dict):
+        raise error_from_payload(
+            None, status=200, provider=provider, default_message="response is not a JSON object"
+        )
+    if "error" in data and "choices" not in data:
+        raise error_from_payload(data, status=500, provider=provider)
+    choices = data.get("choices") or []
+    if not choices:
+        raise error_from_payload(
+            None, status=200, provider=provider, default_message="response has no choices"
+        )
+    choice = choices[0]
+    message = choice.get("message") or {}
+    content = message.get("content")
+    if isinstance(content, list):  # content parts
+        content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return ChatResponse(
+        content=content or "",
+        tool_calls=parse_tool_calls(message.get("tool_calls")),
+        finish_reason=choice.get("finish_reason"),
+        usage=parse_usage(data.get("usage")) or Usage(),
+        model=data.get("model") or model,
+        raw=data,
+    )
+
+
+def is_done(ev: SSEEvent) -> bool:
+    return ev.data == "[DONE]"
+
+
+def parse_stream_event(ev: SSEEvent, provider: str) -> StreamChunk | None:
+    """A chunk from one SSE event (``None`` for the [DONE] marker and empty events)."""
+    data = ev.data
+    if data == "[DONE]":
+        return None
+    if not data.strip():
+        return None
+    obj = ev.json()
+    if not isinstance(obj, dict):
+        raise StreamError(f"unexpected stream event: {data[:200]!r}", provider=provider)
+    if "error" in obj or ev.event == "error":
+        raise error_from_payload(obj, status=None, provider=provider)
+    chunk = StreamChunk(raw=obj)
+    usage = obj.get("usage")
+    if usage:
+        chunk.usage = parse_usage(usage)
+    choices = obj.get("choices")
+    if choices:
+        choice = choices[0]
+        delta = choice.get("delta") or {}
+        content = delta.get("content")
+        if content:
+            chunk.delta = content
+        tcs = delta.get("tool_calls")
+        if tcs:
+            chunk.tool_calls = [
+                ToolCallDelta(
+                    index=tc.get("index", i),
+                    id=tc.get("id"),
+                    name=(tc.get("function") or {}).get("name"),
+                    arguments=(tc.get("function") or {}).get("arguments") or "",
+                )
+                for i, tc in enumerate(tcs)
+            ]
+        chunk.finish_reason = choice.get("finish_reason")
+    return chunk
+
+
+class ToolCallAssembler:
+    """Joins streamed tool-call deltas into complete :class:`ToolCall` objects."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, Any]] = {}
+
+    def add(self, deltas: Sequence[ToolCallDelta]) -> None:
+        for d in deltas:
+            call = self._calls.setdefault(d.index, {"id": "", "name": "", "arguments": []})
+            if d.id:
+                call["id"] = d.id
+            if d.name:
+                call["name"] = d.name
+            if d.arguments:
+                call["arguments"].append(d.arguments)
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def calls(self) -> list[ToolCall]:
+        return [
+            ToolCall(id=c["id"], name=c["name"], arguments=_arguments("".join(c["arguments"])))
+            for _, c in sorted(self._calls.items())
+        ]

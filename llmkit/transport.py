@@ -1,0 +1,375 @@
+"""HTTP transport shared by the providers: pooled sessions, the limiter, retries with
+backoff, typed errors, bounded reads and incremental SSE / NDJSON streaming."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, Literal
+
+import aiohttp
+import orjson
+
+from llmkit.errors import (
+    ConfigError,
+    LLMConnectionError,
+    LLMError,
+    LLMTimeoutError,
+    ServerError,
+    StreamError,
+    error_from_response,
+    redact,
+)
+from llmkit.limiter import ConcurrencyLimiter
+from llmkit.metrics import MetricsRecorder
+from llmkit.retry import RetryPolicy
+from llmkit.session import SessionManager, SessionOptions
+from llmkit.streaming import NDJSONParser, SSEParser
+
+__all__ = ["HTTPTransport"]
+
+log = logging.getLogger("llmkit.http")
+
+DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+
+
+def map_client_error(exc: BaseException, provider: str, url: str, *, stream: bool) -> LLMError:
+    """Translate aiohttp / asyncio / OS errors into the typed errors."""
+    where = redact(url)
+    if isinstance(exc, LLMError):
+        return exc
+    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+        what = "read" if isinstance(exc, aiohttp.SocketTimeoutError) else "request"
+        return LLMTimeoutError(f"{what} timed out: {where}", provider=provider)
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return LLMConnectionError(
+            f"TLS certificate verification failed for {where}: {exc.certificate_error}",
+            provider=provider,
+            retryable=False,
+        )
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return LLMConnectionError(f"cannot connect to {where}: {exc.os_error}", provider=provider)
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        if stream:
+            return StreamError(f"stream broken: {exc}", provider=provider)
+        return LLMConnectionError(f"response body incomplete from {where}: {exc}", provider=provider)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return LLMConnectionError(f"server disconnected: {where}", provider=provider)
+    if isinstance(exc, (aiohttp.InvalidURL, ValueError)) and not isinstance(exc, ssl.SSLError):
+        return ConfigError(f"invalid URL {where}: {exc}", provider=provider)
+    if isinstance(exc, (aiohttp.ClientOSError, OSError)):
+        return LLMConnectionError(f"connection error with {where}: {exc}", provider=provider)
+    if isinstance(exc, aiohttp.TooManyRedirects):
+        return LLMError(f"too many redirects: {where}", provider=provider)
+    return LLMConnectionError(f"HTTP client error with {where}: {exc!r}", provider=provider)
+
+
+class HTTPTransport:
+    """Sends JSON requests to one base URL on behalf of one provider instance."""
+
+    def __init__(
+        self,
+        *,
+        provider: str,
+        base_url: str,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 60.0,
+        retry: RetryPolicy | None = None,
+        limiter: ConcurrencyLimiter | None = None,
+        metrics: MetricsRecorder | None = None,
+        session_options: SessionOptions | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        self.provider = provider
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Accept": "application/json", **(headers or {})}
+        self._post_headers = {**self.headers, "Content-Type": "application/json"}
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.limiter = limiter or ConcurrencyLimiter(64)
+        self.metrics = metrics or MetricsRecorder()
+        self.sessions = SessionManager(session_options)
+        self.max_response_bytes = max_response_bytes
+        self.max_event_bytes = max_event_bytes
+        self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=timeout, sock_read=timeout
+        )
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.base_url}/{path.lstrip('/')}"
+
+    async def aclose(self) -> None:
+        await self.sessions.aclose()
+
+    # ------------------------------------------------------------------ plain requests
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        model: str | None = None,
+        timeout: float | None = None,
+        parse: Literal["json", "text", "bytes"] = "json",
+        retry: bool = True,
+    ) -> Any:
+        """One request with retries; returns the decoded JSON body (or text/bytes)."""
+        url = self.url(path)
+        data = orjson.dumps(json) if json is not None else None
+        headers = self._post_headers if data is not None else self.headers
+        tmo = self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        metrics = self.metrics
+        limiter = self.limiter
+        attempt = 0
+        waits = None
+        started = time.perf_counter()
+        metrics.start()
+        try:
+            while True:
+                try:
+                    async with limiter:
+                        result = await self._once(
+                            method, url, data, headers, params, tmo, model, parse
+                        )
+                except LLMError as exc:
+                    if not retry or not self.retry.should_retry(exc, attempt):
+                        raise
+                    if waits is None:
+                        waits = self.retry.waits()
+                    delay = self.retry.delay_for(exc, next(waits))
+                    attempt += 1
+                    metrics.retry()
+                    log.debug(
+                        "%s %s failed (%s); retry %d in %.2fs",
+                        method, redact(url), exc.type, attempt, delay,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                metrics.finish(time.perf_counter() - started)
+                return result
+        except LLMError as exc:
+            metrics.finish(0.0, exc.type)
+            raise
+        except asyncio.CancelledError:
+            metrics.finish(0.0, "cancelled")
+            raise
+        except BaseException:
+            metrics.finish(0.0, "internal")
+            raise
+
+    async def _once(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        params: Mapping[str, Any] | None,
+        timeout: aiohttp.ClientTimeout,
+        model: str | None,
+        parse: str,
+    ) -> Any:
+        session = self.sessions.session_for_running_loop()
+        try:
+            async with session.request(
+                method, url, data=data, headers=headers, params=params, timeout=timeout
+            ) as resp:
+                body = await self._read_bounded(resp)
+                if resp.status >= 400:
+                    raise error_from_response(
+                        resp.status,
+                        body,
+                        resp.headers,
+                        provider=self.provider,
+                        model=model,
+                        content_type=resp.content_type,
+                    )
+                if parse == "bytes":
+                    return body
+                if parse == "text":
+                    return body.decode(resp.charset or "utf-8", "replace")
+                try:
+                    return orjson.loads(body) if body else None
+                except orjson.JSONDecodeError:
+                    ctype = resp.content_type
+                    snippet = body[:200].decode("utf-8", "replace")
+                    raise ServerError(
+                        f"malformed JSON response ({ctype}): {snippet!r}",
+                        status=resp.status,
+                        provider=self.provider,
+                        retryable=False,
+                    ) from None
+        except LLMError:
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            raise map_client_error(exc, self.provider, url, stream=False) from None
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+        limit = self.max_response_bytes
+        length = resp.content_length
+        if length is not None and length <= limit:
+            return await resp.read()
+        if length is not None:
+            raise ServerError(
+                f"response of {length} bytes exceeds max_response_bytes={limit}",
+                status=resp.status,
+                provider=self.provider,
+                retryable=False,
+            )
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in resp.content.iter_any():
+            size += len(chunk)
+            if size > limit:
+                raise ServerError(
+                    f"response exceeds max_response_bytes={limit}",
+                    status=resp.status,
+                    provider=self.provider,
+                    retryable=False,
+                )
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    # ------------------------------------------------------------------ streaming
+
+    async def stream(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        kind: Literal["sse", "ndjson"],
+        is_last: Callable[[Any], bool],
+        model: str | None = None,
+        end_marker: str = "the end-of-stream marker",
+    ) -> AsyncGenerator[Any, None]:
+        """Stream events (:class:`~llmkit.streaming.SSEEvent` or decoded NDJSON objects).
+
+        Retries happen only before the first event is yielded. The stream must end with an
+        event for which ``is_last`` is true; an end of body before it raises
+        :class:`StreamError`. The connection is released however the consumer stops.
+        """
+        url = self.url(path)
+        data = orjson.dumps(json) if json is not None else None
+        headers = dict(self._post_headers if data is not None else self.headers)
+        headers["Accept"] = "text/event-stream" if kind == "sse" else "application/x-ndjson"
+        metrics = self.metrics
+        attempt = 0
+        waits = None
+        yielded = False
+        started = time.perf_counter()
+        metrics.start()
+        error_type: str | None = "cancelled"
+        stopped_early = False
+        try:
+            while True:
+                sem = await self.limiter.acquire()
+                resp: aiohttp.ClientResponse | None = None
+                try:
+                    resp = await self._open(method, url, data, headers, model)
+                    parser = SSEParser() if kind == "sse" else NDJSONParser()
+                    finished = False
+                    async for chunk in resp.content.iter_any():
+                        for ev in parser.feed(chunk):
+                            if finished:
+                                continue
+                            last = is_last(ev)
+                            yielded = True
+                            yield ev
+                            if last:
+                                finished = True
+                        if parser.buffered > self.max_event_bytes:
+                            raise StreamError(
+                                f"stream event exceeds max_event_bytes={self.max_event_bytes}",
+                                provider=self.provider,
+                            )
+                    if not finished:
+                        for ev in parser.close():
+                            last = is_last(ev)
+                            yielded = True
+                            yield ev
+                            if last:
+                                finished = True
+                                break
+                    if not finished:
+                        raise StreamError(
+                            f"stream ended before {end_marker} (truncated response)",
+                            provider=self.provider,
+                        )
+                    error_type = None
+                    return
+                except GeneratorExit:
+                    stopped_early = True
+                    raise
+                except LLMError as exc:
+                    err: LLMError = exc
+                except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                    err = map_client_error(exc, self.provider, url, stream=yielded)
+                    if yielded and not isinstance(err, StreamError):
+                        err = StreamError(
+                            f"stream interrupted after partial output: {err.message}",
+                            provider=self.provider,
+                        )
+                finally:
+                    if resp is not None:
+                        if error_type is None:
+                            resp.release()
+                        else:
+                            resp.close()
+                    sem.release()
+                if yielded or not self.retry.should_retry(err, attempt):
+                    error_type = err.type
+                    raise err
+                if waits is None:
+                    waits = self.retry.waits()
+                delay = self.retry.delay_for(err, next(waits))
+                attempt += 1
+                metrics.retry()
+                await asyncio.sleep(delay)
+        finally:
+            if error_type is None or stopped_early:
+                metrics.finish(time.perf_counter() - started)
+            else:
+                metrics.finish(0.0, error_type)
+
+    async def _open(
+        self,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: Mapping[str, str],
+        model: str | None,
+    ) -> aiohttp.ClientResponse:
+        session = self.sessions.session_for_running_loop()
+        try:
+            resp = await session.request(
+                method, url, data=data, headers=headers, timeout=self._stream_timeout
+            )
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            raise map_client_error(exc, self.provider, url, stream=False) from None
+        if resp.status >= 400:
+            try:
+                body = await self._read_bounded(resp)
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+                resp.close()
+                raise map_client_error(exc, self.provider, url, stream=False) from None
+            finally:
+                resp.release()
+            raise error_from_response(
+                resp.status,
+                body,
+                resp.headers,
+                provider=self.provider,
+                model=model,
+                content_type=resp.content_type,
+            )
+        return resp

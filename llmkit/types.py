@@ -1,0 +1,192 @@
+"""Messages, results and model information."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from llmkit.errors import InvalidRequestError
+
+__all__ = [
+    "Capabilities",
+    "ChatResponse",
+    "Message",
+    "MessageList",
+    "MessagesInput",
+    "ModelInfo",
+    "Role",
+    "StreamChunk",
+    "ToolCall",
+    "ToolCallDelta",
+    "Usage",
+    "normalize_messages",
+]
+
+
+class Role(str, enum.Enum):
+    system = "system"
+    user = "user"
+    assistant = "assistant"
+    tool = "tool"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ToolCall(BaseModel):
+    """A complete tool call: ``arguments`` is the decoded JSON object."""
+
+    id: str = ""
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+    def to_openai(self) -> dict[str, Any]:
+        import orjson
+
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": orjson.dumps(self.arguments).decode()},
+        }
+
+
+class ToolCallDelta(BaseModel):
+    """A piece of a tool call as streamed: ``arguments`` is a fragment of JSON text."""
+
+    index: int = 0
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(use_enum_values=True)
+
+    role: Role
+    content: str | list[Any] | None = ""
+    name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
+    images: list[str] | None = None
+
+    def __init__(self, role: Role | str, content: str | list[Any] | None = "", **data: Any):
+        super().__init__(role=role, content=content, **data)
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        parts = []
+        for part in self.content:
+            if isinstance(part, Mapping) and part.get("type") == "text":
+                parts.append(str(part.get("text", "")))
+            elif isinstance(part, str):
+                parts.append(part)
+        return "".join(parts)
+
+
+MessageList = list[Message]
+MessagesInput = str | Message | Mapping[str, Any] | Iterable[Message | Mapping[str, Any]]
+
+
+def normalize_messages(messages: MessagesInput) -> list[Message]:
+    """A list of :class:`Message` from a string, a Message, a dict or a list of either."""
+    if isinstance(messages, str):
+        return [Message(Role.user, messages)]
+    if isinstance(messages, Message):
+        return [messages]
+    if isinstance(messages, Mapping):
+        messages = [messages]
+    out: list[Message] = []
+    try:
+        items = list(messages)
+    except TypeError:
+        raise InvalidRequestError(
+            f"messages must be a string, a dict or a list of messages, not {type(messages).__name__}"
+        ) from None
+    for i, m in enumerate(items):
+        if isinstance(m, Message):
+            out.append(m)
+        elif isinstance(m, Mapping):
+            if "role" not in m:
+                raise InvalidRequestError(f"message {i} has no 'role'")
+            try:
+                out.append(Message.model_validate(dict(m)))
+            except ValueError as exc:
+                raise InvalidRequestError(f"message {i} is invalid: {exc}") from None
+        elif isinstance(m, str):
+            out.append(Message(Role.user, m))
+        else:
+            raise InvalidRequestError(
+                f"message {i} must be a Message or a dict, not {type(m).__name__}"
+            )
+    if not out:
+        raise InvalidRequestError("messages must not be empty")
+    return out
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
+            completion_tokens=self.completion_tokens + other.completion_tokens,
+            total_tokens=self.total_tokens + other.total_tokens,
+        )
+
+    def __radd__(self, other: Any) -> Usage:
+        if other == 0:  # sum([...])
+            return self
+        return NotImplemented
+
+    @classmethod
+    def of(cls, prompt: int | None, completion: int | None) -> Usage:
+        p, c = int(prompt or 0), int(completion or 0)
+        return cls(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+
+class ChatResponse(BaseModel):
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage = Field(default_factory=Usage)
+    model: str = ""
+    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+    parsed: Any = Field(default=None, repr=False)
+    """The reply validated into the ``response_format`` model, when one was given."""
+
+
+class StreamChunk(BaseModel):
+    delta: str = ""
+    tool_calls: list[ToolCallDelta] = Field(default_factory=list)
+    finish_reason: str | None = None
+    usage: Usage | None = None
+    completed_tool_calls: list[ToolCall] | None = None
+    """On the last chunk of a stream that called tools: the assembled calls."""
+    raw: dict[str, Any] | None = Field(default=None, repr=False)
+
+
+class Capabilities(BaseModel):
+    streaming: bool = True
+    embeddings: bool = False
+    tools: bool = False
+    batching: bool = False
+    kv_cache: bool = False
+
+
+class ModelInfo(BaseModel):
+    provider: str
+    model: str
+    base_url: str | None = None
+    capabilities: Capabilities = Field(default_factory=Capabilities)
+    context_length: int | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
