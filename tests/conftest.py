@@ -1,0 +1,86 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+# --- local provider test servers (tests/servers) -----------------------------------------
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+if str(Path(__file__).resolve().parents[1]) not in sys.path:  # plain `pytest` invocation
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.servers import ServerHandle, ServerState, serve_hf, serve_ollama, serve_openai, serve_tgi
+
+
+@pytest.fixture
+async def openai_server() -> AsyncIterator[ServerHandle]:
+    """OpenAI-compatible server; ``.url`` ends in ``/v1``."""
+    async with serve_openai(ServerState()) as handle:
+        yield handle
+
+
+@pytest.fixture
+async def ollama_server() -> AsyncIterator[ServerHandle]:
+    """Ollama server; ``.url`` is the bare base URL (paths start with ``/api``)."""
+    async with serve_ollama(ServerState()) as handle:
+        yield handle
+
+
+@pytest.fixture
+async def hf_server() -> AsyncIterator[ServerHandle]:
+    """Hugging Face router + TGI + Hub server; ``.url`` is the bare base URL."""
+    async with serve_hf(ServerState()) as handle:
+        yield handle
+
+
+@pytest.fixture
+async def tgi_server() -> AsyncIterator[ServerHandle]:
+    """TGI-only server; ``.url`` is the bare base URL."""
+    async with serve_tgi(ServerState()) as handle:
+        yield handle
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """``http://127.0.0.1:<port>`` with nothing listening on the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+# --- end of local provider test servers -------------------------------------------------
+
+
+@pytest.fixture
+def openai_server_thread() -> object:
+    """An OpenAI server running in its own thread and loop; yields its URL (for tests that
+    drive the client from several threads, each with its own loop)."""
+    import asyncio
+    import threading
+
+    ready = threading.Event()
+    stop: dict[str, object] = {}
+
+    def run() -> None:
+        async def main() -> None:
+            async with serve_openai(ServerState()) as handle:
+                stop["url"] = handle.url
+                stop["event"] = asyncio.Event()
+                stop["loop"] = asyncio.get_running_loop()
+                ready.set()
+                await stop["event"].wait()  # type: ignore[attr-defined]
+
+        asyncio.run(main())
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    ready.wait(10)
+    yield stop["url"]
+    loop = stop["loop"]
+    loop.call_soon_threadsafe(stop["event"].set)  # type: ignore[attr-defined]
+    thread.join(10)

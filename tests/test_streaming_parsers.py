@@ -1,0 +1,155 @@
+"""SSE and NDJSON parsers: byte-by-byte, random splits, line endings, UTF-8 splits."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from llmkit.errors import StreamError
+from llmkit.streaming import NDJSONParser, SSEEvent, SSEParser
+
+
+def feed_all(parser: SSEParser | NDJSONParser, data: bytes, cuts: list[int]) -> list:
+    out: list = []
+    pos = 0
+    for cut in sorted(set(c for c in cuts if 0 < c < len(data))):
+        out.extend(parser.feed(data[pos:cut]))
+        pos = cut
+    out.extend(parser.feed(data[pos:]))
+    out.extend(parser.close())
+    return out
+
+
+def encode_sse(events: list[str], eol: str) -> bytes:
+    parts = []
+    for e in events:
+        for line in e.split("\n"):
+            parts.append(f"data: {line}{eol}")
+        parts.append(eol)
+    return "".join(parts).encode()
+
+
+texts = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x00"),
+    max_size=40,
+)
+multi_line = st.lists(texts, min_size=1, max_size=3).map("\n".join)
+
+
+@given(
+    events=st.lists(multi_line, min_size=1, max_size=8),
+    eol=st.sampled_from(["\n", "\r\n", "\r"]),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=30),
+)
+@settings(max_examples=300, deadline=None)
+def test_sse_random_splits_give_same_events(events: list[str], eol: str, cuts: list[int]) -> None:
+    data = encode_sse(events, eol)
+    got = feed_all(SSEParser(), data, cuts)
+    assert [e.data for e in got] == events
+
+
+def test_sse_byte_by_byte_with_multibyte_utf8() -> None:
+    payload = [orjson.dumps({"t": "héllo wörld ✓ 🚀"}).decode(), "[DONE]"]
+    data = encode_sse(payload, "\r\n")
+    parser = SSEParser()
+    got: list[SSEEvent] = []
+    for i in range(len(data)):
+        got.extend(parser.feed(data[i : i + 1]))
+    got.extend(parser.close())
+    assert [e.data for e in got] == payload
+    assert got[0].json() == {"t": "héllo wörld ✓ 🚀"}
+
+
+def test_sse_fields_comments_and_multiline() -> None:
+    data = (
+        b": keep-alive comment\n"
+        b"event: delta\nid: 7\nretry: 1500\ndata: line one\ndata:line two\n\n"
+        b"data\n\n"  # field with no colon: empty data
+        b"event: ping\n\n"  # no data: not dispatched
+        b"\xef\xbb\xbf"  # a BOM mid-stream is data, not stripped
+    )
+    parser = SSEParser()
+    events = parser.feed(data) + parser.close()
+    assert events[0] == SSEEvent("line one\nline two", "delta", "7", 1500)
+    assert events[1].data == ""
+    assert len(events) == 2
+
+
+def test_sse_leading_bom_stripped() -> None:
+    parser = SSEParser()
+    events = parser.feed("\ufeffdata: x\n\n".encode())
+    assert [e.data for e in events] == ["x"]
+
+
+def test_sse_final_event_without_blank_line_dispatched_on_close() -> None:
+    parser = SSEParser()
+    assert parser.feed(b"data: tail") == []
+    assert parser.has_partial
+    assert [e.data for e in parser.close()] == ["tail"]
+
+
+def test_sse_malformed_json_event_raises_stream_error() -> None:
+    (ev,) = SSEParser().feed(b"data: {not json\n\n")
+    with pytest.raises(StreamError, match="malformed JSON"):
+        ev.json()
+
+
+def test_sse_buffered_counts_pending_bytes() -> None:
+    parser = SSEParser()
+    parser.feed(b"data: " + b"x" * 1000 + b"\n")
+    assert parser.buffered >= 1000
+    parser.feed(b"\n")
+    assert parser.buffered == 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | texts,
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(texts, children, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(
+    objs=st.lists(json_values, min_size=1, max_size=10),
+    crlf=st.booleans(),
+    cuts=st.lists(st.integers(min_value=0, max_value=3000), max_size=40),
+)
+@settings(max_examples=300, deadline=None)
+def test_ndjson_random_splits(objs: list, crlf: bool, cuts: list[int]) -> None:
+    eol = b"\r\n" if crlf else b"\n"
+    data = b"".join(orjson.dumps(o) + eol for o in objs)
+    assert feed_all(NDJSONParser(), data, cuts) == objs
+
+
+def test_ndjson_byte_by_byte_and_blank_lines() -> None:
+    data = '{"a": "ü"}\n\n  \n{"b": [1, 2]}\n{"done": true}'.encode()
+    parser = NDJSONParser()
+    out = []
+    for i in range(len(data)):
+        out.extend(parser.feed(data[i : i + 1]))
+    out.extend(parser.close())
+    assert out == [{"a": "ü"}, {"b": [1, 2]}, {"done": True}]
+
+
+def test_ndjson_malformed_line() -> None:
+    parser = NDJSONParser()
+    with pytest.raises(StreamError, match="malformed NDJSON"):
+        parser.feed(b'{"ok": 1}\n{"broken": \n')
+
+
+@given(st.binary(max_size=400), st.lists(st.integers(0, 400), max_size=10))
+@settings(max_examples=300, deadline=None)
+def test_parsers_never_raise_untyped_errors_on_garbage(data: bytes, cuts: list[int]) -> None:
+    events = feed_all(SSEParser(), data, cuts)
+    for ev in events:
+        try:
+            ev.json()
+        except StreamError:
+            pass
+    try:
+        feed_all(NDJSONParser(), data, cuts)
+    except StreamError:
+        pass
