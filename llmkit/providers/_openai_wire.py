@@ -12,7 +12,16 @@ from llmkit.base import response_format_payload
 from llmkit.errors import StreamError, error_from_payload
 from llmkit.streaming import SSEEvent
 from llmkit.tools import normalize_tool_choice, to_openai_tools
-from llmkit.types import ChatResponse, Message, StreamChunk, ToolCall, ToolCallDelta, Usage
+from llmkit.types import (
+    ChatResponse,
+    Message,
+    MessagesInput,
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    normalize_messages,
+)
 
 __all__ = [
     "ToolCallAssembler",
@@ -41,9 +50,35 @@ def message_to_openai(m: Message) -> dict[str, Any]:
     return d
 
 
+_ROLES = frozenset({"system", "user", "assistant", "tool", "developer"})
+_PLAIN_KEYS = frozenset({"role", "content", "name"})
+
+
+def openai_messages(messages: MessagesInput) -> list[dict[str, Any]]:
+    """Wire messages. Plain strings and simple ``{"role", "content"}`` dicts take a fast
+    path; everything else goes through :func:`normalize_messages` for validation."""
+    if isinstance(messages, str):
+        return [{"role": "user", "content": messages}]
+    if isinstance(messages, list) and messages:
+        out: list[dict[str, Any]] = []
+        for m in messages:
+            if (
+                type(m) is dict
+                and m.keys() <= _PLAIN_KEYS
+                and m.get("role") in _ROLES
+                and type(m.get("content")) is str
+            ):
+                out.append(m)
+            else:
+                break
+        else:
+            return out
+    return [message_to_openai(m) for m in normalize_messages(messages)]
+
+
 def chat_body(
     model: str,
-    messages: list[Message],
+    messages: MessagesInput,
     options: dict[str, Any],
     *,
     tools: Sequence[Any] | None = None,
@@ -55,7 +90,7 @@ def chat_body(
     """The request body, and the pydantic class to validate the reply into (if any)."""
     body: dict[str, Any] = {
         "model": model,
-        "messages": [message_to_openai(m) for m in messages],
+        "messages": openai_messages(messages),
     }
     for key, value in options.items():
         if key in _DROP or value is None:

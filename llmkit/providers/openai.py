@@ -26,7 +26,6 @@ from llmkit.types import (
     ModelInfo,
     StreamChunk,
     Usage,
-    normalize_messages,
 )
 
 __all__ = ["OpenAILLM"]
@@ -74,11 +73,10 @@ class OpenAICompatible(HTTPProvider):
         response_format: Any = None,
         **options: Any,
     ) -> ChatResponse:
-        msgs = normalize_messages(messages)
         model = options.pop("model", None) or self._chat_model()
         body, model_cls = chat_body(
             model,
-            msgs,
+            messages,
             self._options(options),
             tools=tools,
             tool_choice=tool_choice,
@@ -102,11 +100,10 @@ class OpenAICompatible(HTTPProvider):
         response_format: Any = None,
         **options: Any,
     ) -> AsyncGenerator[StreamChunk, None]:
-        msgs = normalize_messages(messages)
         model = options.pop("model", None) or self._chat_model()
         body, _ = chat_body(
             model,
-            msgs,
+            messages,
             self._options(options),
             tools=tools,
             tool_choice=tool_choice,
