@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 from collections.abc import Mapping
@@ -246,9 +247,10 @@ def error_from_payload(
     request_id = None
     if headers is not None:
         request_id = headers.get("x-request-id") or headers.get("x-amzn-requestid")
-    if isinstance(payload, dict) and isinstance(payload.get("estimated_time"), (int, float)):
+    estimated = payload.get("estimated_time") if isinstance(payload, dict) else None
+    if isinstance(estimated, (int, float)) and math.isfinite(estimated):
         # Hugging Face "model is loading": wait the estimated time before retrying.
-        retry_after = float(payload["estimated_time"])
+        retry_after = max(0.0, float(estimated))
     kw: dict[str, Any] = {
         "code": code,
         "status": status,

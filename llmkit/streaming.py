@@ -99,6 +99,9 @@ class SSEParser:
                 events.append(ev)
         return events
 
+    def iter_feed(self, data: bytes) -> Iterator[SSEEvent]:
+        yield from self.feed(data)
+
     def close(self) -> list[SSEEvent]:
         """End of stream: a final event without its blank line is still dispatched."""
         events: list[SSEEvent] = []
@@ -197,4 +200,14 @@ class NDJSONParser:
             raise StreamError(f"malformed NDJSON line: {text[:200]!r}") from None
 
     def iter_feed(self, data: bytes) -> Iterator[Any]:
-        yield from self.feed(data)
+        """Like :meth:`feed`, but lazy: the values before a malformed line are produced
+        before its :class:`StreamError` is raised."""
+        buf = self._buf + data if self._buf else data
+        if b"\n" not in buf:
+            self._buf = buf
+            return
+        lines = buf.split(b"\n")
+        self._buf = lines.pop()
+        for line in lines:
+            if line.strip():
+                yield self._decode(line)

@@ -251,12 +251,18 @@ class HTTPTransport:
         is_last: Callable[[Any], bool],
         model: str | None = None,
         end_marker: str = "the end-of-stream marker",
+        parse: Callable[[Any], Any] | None = None,
     ) -> AsyncGenerator[Any, None]:
         """Stream events (:class:`~llmkit.streaming.SSEEvent` or decoded NDJSON objects).
 
         Retries happen only before the first event is yielded. The stream must end with an
         event for which ``is_last`` is true; an end of body before it raises
         :class:`StreamError`. The connection is released however the consumer stops.
+
+        ``parse``, when given, decodes or checks each event here, inside the transport: its
+        result is what is yielded, and an :class:`LLMError` it raises (a malformed event, an
+        error event) fails the stream like a transport error does: counted in the metrics
+        by type, retried only before any output, connection closed.
         """
         url = self.url(path)
         data = orjson.dumps(json) if json is not None else None
@@ -279,12 +285,14 @@ class HTTPTransport:
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
                     finished = False
                     async for chunk in resp.content.iter_any():
-                        for ev in parser.feed(chunk):
+                        # lazily: the events before a malformed line still reach the consumer
+                        for ev in parser.iter_feed(chunk):
                             if finished:
                                 continue
                             last = is_last(ev)
+                            item = ev if parse is None else parse(ev)
                             yielded = True
-                            yield ev
+                            yield item
                             if last:
                                 finished = True
                         if parser.buffered > self.max_event_bytes:
@@ -295,8 +303,9 @@ class HTTPTransport:
                     if not finished:
                         for ev in parser.close():
                             last = is_last(ev)
+                            item = ev if parse is None else parse(ev)
                             yielded = True
-                            yield ev
+                            yield item
                             if last:
                                 finished = True
                                 break

@@ -9,7 +9,7 @@ from llmkit.base import BaseLLM
 from llmkit.config import LLMConfig
 from llmkit.errors import register_secret
 from llmkit.session import SessionOptions
-from llmkit.transport import HTTPTransport
+from llmkit.transport import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_RESPONSE_BYTES, HTTPTransport
 
 __all__ = ["HTTPProvider"]
 
@@ -32,6 +32,9 @@ class HTTPProvider(BaseLLM):
     def _make_transport(self, base_url: str, headers: dict[str, str]) -> HTTPTransport:
         extra = self.config.extra
         user_headers = extra.get("headers") or {}
+        max_response = int(extra.get("max_response_bytes", DEFAULT_MAX_RESPONSE_BYTES))
+        # One stream event is held whole in memory: bound it by max_response_bytes too.
+        max_event = int(extra.get("max_event_bytes", min(DEFAULT_MAX_EVENT_BYTES, max_response)))
         return HTTPTransport(
             provider=self.provider,
             base_url=base_url,
@@ -45,7 +48,8 @@ class HTTPProvider(BaseLLM):
                 verify_ssl=bool(extra.get("verify_ssl", True)),
                 trust_env=bool(extra.get("trust_env", False)),
             ),
-            max_response_bytes=int(extra.get("max_response_bytes", 64 * 1024 * 1024)),
+            max_response_bytes=max_response,
+            max_event_bytes=max_event,
         )
 
     async def aclose(self) -> None:

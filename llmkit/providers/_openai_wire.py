@@ -143,7 +143,21 @@ def parse_tool_calls(raw: Any) -> list[ToolCall]:
     return calls
 
 
+# What a field of an unexpected type raises while a response or chunk is decoded.
+_SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+
+
 def parse_chat_response(data: Any, model: str, provider: str) -> ChatResponse:
+    try:
+        return _parse_chat_response(data, model, provider)
+    except _SHAPE_ERRORS as exc:
+        raise error_from_payload(
+            None, status=200, provider=provider,
+            default_message=f"unexpected response shape ({type(exc).__name__}): {str(data)[:200]}",
+        ) from None
+
+
+def _parse_chat_response(data: Any, model: str, provider: str) -> ChatResponse:
     if not isinstance(data, dict):
         raise error_from_payload(
             None, status=200, provider=provider, default_message="response is not a JSON object"
@@ -175,7 +189,18 @@ def is_done(ev: SSEEvent) -> bool:
 
 
 def parse_stream_event(ev: SSEEvent, provider: str) -> StreamChunk | None:
-    """A chunk from one SSE event (``None`` for the [DONE] marker and empty events)."""
+    """A chunk from one SSE event (``None`` for the [DONE] marker and empty events);
+    :class:`StreamError` for an event that is not a chunk."""
+    try:
+        return _parse_stream_event(ev, provider)
+    except _SHAPE_ERRORS as exc:
+        raise StreamError(
+            f"unexpected stream event ({type(exc).__name__}): {ev.data[:200]!r}",
+            provider=provider,
+        ) from None
+
+
+def _parse_stream_event(ev: SSEEvent, provider: str) -> StreamChunk | None:
     data = ev.data
     if data == "[DONE]":
         return None

@@ -114,14 +114,15 @@ class OpenAICompatible(HTTPProvider):
         assembler = ToolCallAssembler()
         usage: Usage | None = None
         pending_finish: StreamChunk | None = None
+        provider = self.provider
         events = self._http.stream(
             "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
             model=model, end_marker="data: [DONE]",
+            parse=lambda ev: parse_stream_event(ev, provider),
         )
         try:
             async with aclosing(events):
-                async for ev in events:
-                    chunk = parse_stream_event(ev, self.provider)
+                async for chunk in events:
                     if chunk is None:
                         continue
                     if chunk.tool_calls:
@@ -244,13 +245,14 @@ class OpenAILLM(OpenAICompatible):
         return await self._http.request("POST", self._chat_path, json=body, model=body["model"])
 
     async def _raw_stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        provider = self.provider
         events = self._http.stream(
             "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
             model=body["model"], end_marker="data: [DONE]",
+            parse=lambda ev: parse_stream_event(ev, provider),  # raises on error events
         )
         async with aclosing(events):
-            async for ev in events:
-                chunk = parse_stream_event(ev, self.provider)  # raises on error events
+            async for chunk in events:
                 if chunk is not None and chunk.raw is not None:
                     yield chunk.raw
 
