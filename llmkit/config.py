@@ -188,7 +188,9 @@ class LLMConfig(BaseModel):
     """Settings of one provider instance. The API key is a :class:`SecretStr`: it never
     shows in ``repr()``, ``str()`` or ``model_dump()``."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, frozen=False, defer_build=True
+    )
 
     provider: str
     model: str = ""

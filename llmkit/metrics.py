@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from llmkit.types import Usage
 
@@ -13,6 +13,8 @@ __all__ = ["Metrics", "MetricsRecorder"]
 
 
 class Metrics(BaseModel):
+    model_config = ConfigDict(defer_build=True)
+
     requests: int = 0
     successes: int = 0
     failures: int = 0

@@ -36,7 +36,12 @@ class Role(str, enum.Enum):
         return self.value
 
 
-class ToolCall(BaseModel):
+class _Model(BaseModel):
+    # Schemas are built on first use, not at import time.
+    model_config = ConfigDict(defer_build=True)
+
+
+class ToolCall(_Model):
     """A complete tool call: ``arguments`` is the decoded JSON object."""
 
     id: str = ""
@@ -53,7 +58,7 @@ class ToolCall(BaseModel):
         }
 
 
-class ToolCallDelta(BaseModel):
+class ToolCallDelta(_Model):
     """A piece of a tool call as streamed: ``arguments`` is a fragment of JSON text."""
 
     index: int = 0
@@ -62,8 +67,8 @@ class ToolCallDelta(BaseModel):
     arguments: str = ""
 
 
-class Message(BaseModel):
-    model_config = ConfigDict(use_enum_values=True)
+class Message(_Model):
+    model_config = ConfigDict(use_enum_values=True, defer_build=True)
 
     role: Role
     content: str | list[Any] | None = ""
@@ -129,7 +134,7 @@ def normalize_messages(messages: MessagesInput) -> list[Message]:
     return out
 
 
-class Usage(BaseModel):
+class Usage(_Model):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
@@ -154,7 +159,7 @@ class Usage(BaseModel):
         return cls(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
 
 
-class ChatResponse(BaseModel):
+class ChatResponse(_Model):
     content: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     finish_reason: str | None = None
@@ -165,7 +170,7 @@ class ChatResponse(BaseModel):
     """The reply validated into the ``response_format`` model, when one was given."""
 
 
-class StreamChunk(BaseModel):
+class StreamChunk(_Model):
     delta: str = ""
     tool_calls: list[ToolCallDelta] = Field(default_factory=list)
     finish_reason: str | None = None
@@ -175,7 +180,7 @@ class StreamChunk(BaseModel):
     raw: dict[str, Any] | None = Field(default=None, repr=False)
 
 
-class Capabilities(BaseModel):
+class Capabilities(_Model):
     streaming: bool = True
     embeddings: bool = False
     tools: bool = False
@@ -183,7 +188,7 @@ class Capabilities(BaseModel):
     kv_cache: bool = False
 
 
-class ModelInfo(BaseModel):
+class ModelInfo(_Model):
     provider: str
     model: str
     base_url: str | None = None
