@@ -6,7 +6,7 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 from llmkit.errors import InvalidRequestError
 
@@ -165,7 +165,8 @@ class ChatResponse(_Model):
     finish_reason: str | None = None
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
-    raw: dict[str, Any] = Field(default_factory=dict, repr=False)
+    raw: SkipValidation[dict[str, Any]] = Field(default_factory=dict, repr=False)
+    """The provider's decoded JSON, as received (not copied or validated)."""
     parsed: Any = Field(default=None, repr=False)
     """The reply validated into the ``response_format`` model, when one was given."""
 
@@ -177,7 +178,7 @@ class StreamChunk(_Model):
     usage: Usage | None = None
     completed_tool_calls: list[ToolCall] | None = None
     """On the last chunk of a stream that called tools: the assembled calls."""
-    raw: dict[str, Any] | None = Field(default=None, repr=False)
+    raw: SkipValidation[dict[str, Any] | None] = Field(default=None, repr=False)
 
 
 class Capabilities(_Model):

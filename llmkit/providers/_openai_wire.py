@@ -185,46 +185,46 @@ def _parse_chat_response(data: Any, model: str, provider: str) -> ChatResponse:
 
 
 def is_done(ev: SSEEvent) -> bool:
-    return ev.data == "[DONE]"
+    return ev.raw == b"[DONE]"
+
+
+def _decode_event(ev: SSEEvent, provider: str) -> dict[str, Any] | None:
+    """The event's JSON object; ``None`` for the [DONE] marker and empty events. Error
+    events raise their typed error (a :class:`StreamError` unless the body says more)."""
+    raw = ev.raw
+    if raw == b"[DONE]" or not raw.strip():
+        return None
+    obj = ev.json()
+    if type(obj) is not dict:
+        raise StreamError(f"unexpected stream event: {ev.data[:200]!r}", provider=provider)
+    if "error" in obj or ev.event == "error":
+        raise error_from_payload(obj, status=None, provider=provider)
+    return obj
+
+
+def _shape_error(ev: SSEEvent, provider: str, exc: Exception) -> StreamError:
+    return StreamError(
+        f"unexpected stream event ({type(exc).__name__}): {ev.data[:200]!r}", provider=provider
+    )
 
 
 def parse_stream_event(ev: SSEEvent, provider: str) -> StreamChunk | None:
     """A chunk from one SSE event (``None`` for the [DONE] marker and empty events);
     :class:`StreamError` for an event that is not a chunk."""
     try:
-        return _parse_stream_event(ev, provider)
-    except _SHAPE_ERRORS as exc:
-        raise StreamError(
-            f"unexpected stream event ({type(exc).__name__}): {ev.data[:200]!r}",
-            provider=provider,
-        ) from None
-
-
-def _parse_stream_event(ev: SSEEvent, provider: str) -> StreamChunk | None:
-    data = ev.data
-    if data == "[DONE]":
-        return None
-    if not data.strip():
-        return None
-    obj = ev.json()
-    if not isinstance(obj, dict):
-        raise StreamError(f"unexpected stream event: {data[:200]!r}", provider=provider)
-    if "error" in obj or ev.event == "error":
-        raise error_from_payload(obj, status=None, provider=provider)
-    chunk = StreamChunk(raw=obj)
-    usage = obj.get("usage")
-    if usage:
-        chunk.usage = parse_usage(usage)
-    choices = obj.get("choices")
-    if choices:
+        obj = _decode_event(ev, provider)
+        if obj is None:
+            return None
+        usage = obj.get("usage")
+        choices = obj.get("choices")
+        if not choices:
+            return StreamChunk(usage=parse_usage(usage) if usage else None, raw=obj)
         choice = choices[0]
         delta = choice.get("delta") or {}
-        content = delta.get("content")
-        if content:
-            chunk.delta = content
         tcs = delta.get("tool_calls")
-        if tcs:
-            chunk.tool_calls = [
+        return StreamChunk(
+            delta=delta.get("content") or "",
+            tool_calls=[
                 ToolCallDelta(
                     index=tc.get("index", i),
                     id=tc.get("id"),
@@ -233,8 +233,30 @@ def _parse_stream_event(ev: SSEEvent, provider: str) -> StreamChunk | None:
                 )
                 for i, tc in enumerate(tcs)
             ]
-        chunk.finish_reason = choice.get("finish_reason")
-    return chunk
+            if tcs
+            else [],
+            finish_reason=choice.get("finish_reason"),
+            usage=parse_usage(usage) if usage else None,
+            raw=obj,
+        )
+    except _SHAPE_ERRORS as exc:
+        raise _shape_error(ev, provider, exc) from None
+
+
+def parse_stream_text(ev: SSEEvent, provider: str) -> tuple[str, Usage | None] | None:
+    """Only the text delta and usage of one SSE event (the light path of text streams)."""
+    try:
+        obj = _decode_event(ev, provider)
+        if obj is None:
+            return None
+        usage = obj.get("usage")
+        choices = obj.get("choices")
+        text = (choices[0].get("delta") or {}).get("content") if choices else None
+        if text is not None and type(text) is not str:
+            raise TypeError("content is not a string")
+        return text or "", (parse_usage(usage) if usage else None)
+    except _SHAPE_ERRORS as exc:
+        raise _shape_error(ev, provider, exc) from None
 
 
 class ToolCallAssembler:

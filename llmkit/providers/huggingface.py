@@ -346,6 +346,19 @@ class HuggingFaceLLM(OpenAICompatible):
             async for chunk in gen:
                 yield chunk
 
+    async def generate_stream(
+        self, messages: MessagesInput, **options: Any
+    ) -> AsyncGenerator[str, None]:
+        if self._use_local or await self._resolve_api() == "tgi":
+            gen: AsyncGenerator[Any, None] = self.chat_stream(messages, **options)
+        else:
+            gen = super().generate_stream(messages, **options)
+        async with aclosing(gen):
+            async for item in gen:
+                text = item if isinstance(item, str) else item.delta
+                if text:
+                    yield text
+
     # ------------------------------------------------------------------ TGI /generate
 
     def _tgi_body(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar
 
@@ -18,7 +18,9 @@ from llmkit.providers._openai_wire import (
     is_done,
     parse_chat_response,
     parse_stream_event,
+    parse_stream_text,
 )
+from llmkit.streaming import SSEEvent
 from llmkit.types import (
     Capabilities,
     ChatResponse,
@@ -91,15 +93,16 @@ class OpenAICompatible(HTTPProvider):
             )
         return response
 
-    async def chat_stream(
+    def _open_stream(
         self,
         messages: MessagesInput,
+        options: dict[str, Any],
+        parse: Callable[[SSEEvent, str], Any],
         *,
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
         response_format: Any = None,
-        **options: Any,
-    ) -> AsyncGenerator[StreamChunk, None]:
+    ) -> AsyncGenerator[Any, None]:
         model = options.pop("model", None) or self._chat_model()
         body, _ = chat_body(
             model,
@@ -111,15 +114,30 @@ class OpenAICompatible(HTTPProvider):
             stream=True,
             include_usage=self._include_usage(),
         )
+        provider = self.provider
+        return self._http.stream(
+            "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
+            model=model, end_marker="data: [DONE]",
+            parse=lambda ev: parse(ev, provider),
+        )
+
+    async def chat_stream(
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        **options: Any,
+    ) -> AsyncGenerator[StreamChunk, None]:
+        events = self._open_stream(
+            messages, options, parse_stream_event,
+            tools=tools, tool_choice=tool_choice, response_format=response_format,
+        )
+        include_usage = self._include_usage()
         assembler = ToolCallAssembler()
         usage: Usage | None = None
         pending_finish: StreamChunk | None = None
-        provider = self.provider
-        events = self._http.stream(
-            "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
-            model=model, end_marker="data: [DONE]",
-            parse=lambda ev: parse_stream_event(ev, provider),
-        )
         try:
             async with aclosing(events):
                 async for chunk in events:
@@ -131,7 +149,7 @@ class OpenAICompatible(HTTPProvider):
                         usage = chunk.usage
                     if chunk.finish_reason and assembler:
                         chunk.completed_tool_calls = assembler.calls()
-                    if chunk.finish_reason and self._include_usage():
+                    if chunk.finish_reason and include_usage:
                         # hold the finishing chunk back to merge the trailing usage chunk
                         pending_finish = chunk
                         continue
@@ -144,11 +162,29 @@ class OpenAICompatible(HTTPProvider):
         finally:
             self._record_usage(usage)
 
-    async def generate_stream(self, messages: MessagesInput, **options: Any) -> AsyncGenerator[str, None]:
-        async with aclosing(self.chat_stream(messages, **options)) as chunks:
-            async for chunk in chunks:
-                if chunk.delta:
-                    yield chunk.delta
+    async def generate_stream(
+        self, messages: MessagesInput, **options: Any
+    ) -> AsyncGenerator[str, None]:
+        tools = options.pop("tools", None)
+        tool_choice = options.pop("tool_choice", None)
+        response_format = options.pop("response_format", None)
+        events = self._open_stream(
+            messages, options, parse_stream_text,
+            tools=tools, tool_choice=tool_choice, response_format=response_format,
+        )
+        usage: Usage | None = None
+        try:
+            async with aclosing(events):
+                async for item in events:
+                    if item is None:
+                        continue
+                    text, chunk_usage = item
+                    if chunk_usage is not None:
+                        usage = chunk_usage
+                    if text:
+                        yield text
+        finally:
+            self._record_usage(usage)
 
     # ------------------------------------------------------------------ embeddings
 
