@@ -119,6 +119,7 @@ class LLMError(Exception):
                     "provider": self.provider,
                     "retry_after": self.retry_after,
                     "request_id": self.request_id,
+                    "retryable": self.retryable,
                 },
             ),
         )
@@ -274,6 +275,11 @@ def error_from_payload(
     if status == 403:
         return PermissionDeniedError(message, **kw)
     if status == 404:
+        if payload is None:
+            # Not an API error body (a proxy's or web server's page): the URL is wrong.
+            return InvalidRequestError(
+                f"{message} (endpoint not found: check base_url)", **kw
+            )
         if model and model not in message:
             message = f"{message} (model {model!r})"
         return ModelNotFoundError(message, **kw)

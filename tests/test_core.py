@@ -254,3 +254,15 @@ def test_import_is_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_404_without_an_api_body_points_at_the_url() -> None:
+    err = error_from_response(404, b"<html><h1>Not Found</h1></html>", {}, provider="openai",
+                              model="gpt-4o-mini", content_type="text/html")
+    assert type(err) is InvalidRequestError
+    assert "base_url" in err.message
+
+
+def test_pickled_error_keeps_retryable() -> None:
+    err = error_from_response(429, b'{"error": {"message": "q", "code": "insufficient_quota"}}')
+    assert not pickle.loads(pickle.dumps(err)).retryable
