@@ -3,11 +3,13 @@ retry policy and metrics."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
-from llmkit.base import BaseLLM
+from llmkit.base import BaseLLM, _check_texts
+from llmkit.batch import fan_out
 from llmkit.config import LLMConfig
-from llmkit.errors import register_secret
+from llmkit.errors import InvalidRequestError, NotSupportedError, register_secret
 from llmkit.session import SessionOptions
 from llmkit.transport import DEFAULT_MAX_EVENT_BYTES, DEFAULT_MAX_RESPONSE_BYTES, HTTPTransport
 
@@ -15,7 +17,16 @@ __all__ = ["HTTPProvider"]
 
 
 class HTTPProvider(BaseLLM):
-    """Adds ``self._http``; subclasses set headers through :meth:`_auth_headers`."""
+    """Adds ``self._http``; subclasses set headers through :meth:`_auth_headers`.
+
+    Embeddings: a subclass implements ``_embed_request(texts)`` (one HTTP request);
+    ``embed_batch`` splits its input into ``embedding_batch_size`` groups (config
+    ``extra["embedding_batch_size"]`` overrides), sends them through the limiter and keeps
+    the order.
+    """
+
+    embedding_batch_size: ClassVar[int] = 256
+    embedding_concurrency: ClassVar[int | None] = None
 
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
@@ -55,3 +66,30 @@ class HTTPProvider(BaseLLM):
     async def aclose(self) -> None:
         await self._http.aclose()
         await super().aclose()
+
+    # ------------------------------------------------------------------ embeddings
+
+    def _embedding_model(self) -> str:
+        return str(self.config.extra.get("embedding_model") or self.model)
+
+    async def _embed_request(self, texts: list[str]) -> list[list[float]]:
+        raise NotSupportedError(
+            f"{type(self).__name__} does not support embeddings", provider=self.provider
+        )
+
+    async def embed(self, text: str) -> list[float]:
+        if not isinstance(text, str):
+            raise InvalidRequestError("embed takes one string; use embed_batch for a list")
+        return (await self.embed_batch([text]))[0]
+
+    async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
+        items = _check_texts(texts)
+        if not items:
+            return []
+        size = max(1, int(self.config.extra.get("embedding_batch_size", self.embedding_batch_size)))
+        groups = [items[i : i + size] for i in range(0, len(items), size)]
+        if len(groups) == 1:
+            return await self._embed_request(groups[0])
+        concurrency = min(self.config.max_concurrency, self.embedding_concurrency or len(groups))
+        results = await fan_out(self._embed_request, groups, concurrency=concurrency)
+        return [vec for group in results for vec in group]  # type: ignore[union-attr]

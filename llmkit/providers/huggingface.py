@@ -45,7 +45,6 @@ from urllib.parse import quote, urlsplit
 from multidict import MultiDict
 
 from llmkit.base import PromptCache, _check_texts, parse_structured, response_format_payload
-from llmkit.batch import fan_out
 from llmkit.config import LLMConfig
 from llmkit.errors import (
     ConfigError,
@@ -210,6 +209,7 @@ class HuggingFaceLLM(OpenAICompatible):
     provider_name: ClassVar[str] = "huggingface"
     _chat_path: ClassVar[str] = "v1/chat/completions"
     embedding_batch_size: ClassVar[int] = 32
+    embedding_concurrency: ClassVar[int | None] = 8
 
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
@@ -258,9 +258,6 @@ class HuggingFaceLLM(OpenAICompatible):
     def set_use_local(self, use_local: bool) -> None:
         """Switch between local inference and the remote API."""
         self._use_local = bool(use_local)
-
-    def _embedding_model(self) -> str:
-        return str(self.config.extra.get("embedding_model") or self.model)
 
     async def _resolve_api(self) -> str:
         if self._api is not None:
@@ -499,24 +496,14 @@ class HuggingFaceLLM(OpenAICompatible):
 
     # ------------------------------------------------------------------ embeddings
 
-    async def embed(self, text: str) -> list[float]:
-        if not isinstance(text, str):
-            raise InvalidRequestError("embed takes one string; use embed_batch for a list")
-        return (await self.embed_batch([text]))[0]
-
     async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
-        items = _check_texts(texts)
-        if not items:
-            return []
         if self._use_local:
+            items = _check_texts(texts)
+            if not items:
+                return []
             with self._local_errors():
                 return await self._local_backend().embed(items)
-        size = int(self.config.extra.get("embedding_batch_size", self.embedding_batch_size))
-        groups = [items[i : i + size] for i in range(0, len(items), size)]
-        results = await fan_out(
-            self._embed_request, groups, concurrency=min(self.config.max_concurrency, 8)
-        )
-        return [vec for group in results for vec in group]  # type: ignore[union-attr]
+        return await super().embed_batch(texts)
 
     async def _embed_request(self, texts: list[str]) -> list[list[float]]:
         model = self._embedding_model()

@@ -12,8 +12,7 @@ from typing import Any, ClassVar
 import orjson
 from pydantic import BaseModel
 
-from llmkit.base import _check_texts, parse_structured
-from llmkit.batch import fan_out
+from llmkit.base import parse_structured
 from llmkit.config import normalize_ollama_host
 from llmkit.errors import InvalidRequestError, StreamError, error_from_payload
 from llmkit.providers._http_base import HTTPProvider
@@ -421,24 +420,6 @@ class OllamaLLM(HTTPProvider):
         return str(data.get("response") or "")
 
     # ------------------------------------------------------------------ embeddings
-
-    def _embedding_model(self) -> str:
-        return str(self.config.extra.get("embedding_model") or self.model)
-
-    async def embed(self, text: str) -> list[float]:
-        if not isinstance(text, str):
-            raise InvalidRequestError("embed takes one string; use embed_batch for a list")
-        return (await self._embed_request([text]))[0]
-
-    async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
-        """One ``/api/embed`` request per ``embedding_batch_size`` inputs, order kept."""
-        items = _check_texts(texts)
-        if not items:
-            return []
-        size = max(1, int(self.config.extra.get("embedding_batch_size", self.embedding_batch_size)))
-        groups = [items[i : i + size] for i in range(0, len(items), size)]
-        results = await fan_out(self._embed_request, groups, concurrency=self.config.max_concurrency)
-        return [vec for group in results for vec in group]  # type: ignore[union-attr]
 
     async def _embed_request(self, texts: list[str]) -> list[list[float]]:
         model = self._embedding_model()

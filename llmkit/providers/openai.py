@@ -8,8 +8,7 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar
 
-from llmkit.base import _check_texts, parse_structured
-from llmkit.batch import fan_out
+from llmkit.base import parse_structured
 from llmkit.errors import InvalidRequestError, StreamError
 from llmkit.providers._http_base import HTTPProvider
 from llmkit.providers._openai_wire import (
@@ -187,23 +186,6 @@ class OpenAICompatible(HTTPProvider):
             self._record_usage(usage)
 
     # ------------------------------------------------------------------ embeddings
-
-    def _embedding_model(self) -> str:
-        return str(self.config.extra.get("embedding_model") or self.model)
-
-    async def embed(self, text: str) -> list[float]:
-        if not isinstance(text, str):
-            raise InvalidRequestError("embed takes one string; use embed_batch for a list")
-        return (await self._embed_request([text]))[0]
-
-    async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
-        items = _check_texts(texts)
-        if not items:
-            return []
-        size = int(self.config.extra.get("embedding_batch_size", self.embedding_batch_size))
-        groups = [items[i : i + size] for i in range(0, len(items), size)]
-        results = await fan_out(self._embed_request, groups, concurrency=self.config.max_concurrency)
-        return [vec for group in results for vec in group]  # type: ignore[union-attr]
 
     async def _embed_request(self, texts: list[str]) -> list[list[float]]:
         model = self._embedding_model()
