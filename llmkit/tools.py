@@ -11,13 +11,9 @@ from pydantic import BaseModel, TypeAdapter
 
 from llmkit.errors import InvalidRequestError
 
-__all__ = ["ToolSpec", "json_schema_for", "normalize_tools", "to_openai_tools"]
+__all__ = ["ToolSpec", "normalize_tool_choice", "to_openai_tool", "to_openai_tools"]
 
 ToolSpec = Mapping[str, Any] | type[BaseModel] | Callable[..., Any]
-
-
-def json_schema_for(model: type[BaseModel]) -> dict[str, Any]:
-    return model.model_json_schema()
 
 
 def _from_model(model: type[BaseModel]) -> dict[str, Any]:
@@ -85,9 +81,6 @@ def to_openai_tools(tools: Sequence[ToolSpec] | None) -> list[dict[str, Any]] | 
     if tools is None:
         return None
     return [to_openai_tool(t) for t in tools]
-
-
-normalize_tools = to_openai_tools
 
 
 def normalize_tool_choice(choice: Any) -> Any:
