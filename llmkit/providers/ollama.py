@@ -319,17 +319,30 @@ class OllamaLLM(HTTPProvider):
             response.parsed = parse_structured(response.content, model_cls, self.provider)
         return response
 
-    async def _lines(self, path: str, body: dict[str, Any], model: str) -> AsyncGenerator[dict[str, Any], None]:
-        """Decoded NDJSON objects up to the ``done: true`` one; error lines raise."""
+    def _ndjson(
+        self,
+        path: str,
+        body: dict[str, Any],
+        model: str,
+        *,
+        is_last: Callable[[Any], bool] = _is_done,
+        end_marker: str = 'the final "done": true line',
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The transport's stream of decoded NDJSON objects up to the last one (``done:
+        true`` by default); error lines raise inside the transport."""
         provider = self.provider
-        events = self._http.stream(
-            "POST", path, json=body, kind="ndjson", is_last=_is_done, model=model,
-            end_marker='the final "done": true line',
+        return self._http.stream(
+            "POST", path, json=body, kind="ndjson", is_last=is_last, model=model,
+            end_marker=end_marker,
             parse=lambda obj: _checked(obj, provider),
         )
-        async with aclosing(events):
-            async for obj in events:
-                yield obj
+
+    def _status_stream(
+        self, path: str, body: dict[str, Any], model: str
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        return self._ndjson(
+            path, body, model, is_last=_is_success, end_marker='the "success" status'
+        )
 
     async def chat_stream(
         self,
@@ -351,7 +364,7 @@ class OllamaLLM(HTTPProvider):
         construct = StreamChunk.model_construct
         usage: Usage | None = None
         try:
-            async with aclosing(self._lines("api/chat", body, model)) as lines:
+            async with aclosing(self._ndjson("api/chat", body, model)) as lines:
                 async for obj in lines:
                     message = obj.get("message") or {}
                     delta = message.get("content") or ""
@@ -390,7 +403,7 @@ class OllamaLLM(HTTPProvider):
         )
         usage: Usage | None = None
         try:
-            async with aclosing(self._lines("api/chat", body, model)) as lines:
+            async with aclosing(self._ndjson("api/chat", body, model)) as lines:
                 async for obj in lines:
                     message = obj.get("message")
                     if message:
@@ -480,18 +493,8 @@ class OllamaLLM(HTTPProvider):
         body: dict[str, Any] = {"model": name, "stream": True}
         if insecure:
             body["insecure"] = True
-        async for obj in self._status_stream("api/pull", body, name):
-            yield obj
-
-    async def _status_stream(self, path: str, body: dict[str, Any], model: str) -> AsyncGenerator[dict[str, Any], None]:
-        provider = self.provider
-        events = self._http.stream(
-            "POST", path, json=body, kind="ndjson", is_last=_is_success, model=model,
-            end_marker='the "success" status',
-            parse=lambda obj: _checked(obj, provider),
-        )
-        async with aclosing(events):
-            async for obj in events:
+        async with aclosing(self._status_stream("api/pull", body, name)) as statuses:
+            async for obj in statuses:
                 yield obj
 
     async def create_model(
@@ -520,10 +523,12 @@ class OllamaLLM(HTTPProvider):
         body["model"] = name
         body["stream"] = True
         last: dict[str, Any] = {}
-        async for obj in self._status_stream("api/create", body, str(body.get("from") or name)):
-            last = obj
-            if progress is not None:
-                progress(obj)
+        statuses = self._status_stream("api/create", body, str(body.get("from") or name))
+        async with aclosing(statuses):
+            async for obj in statuses:
+                last = obj
+                if progress is not None:
+                    progress(obj)
         self._shown.pop(_full_name(name), None)
         return last
 
