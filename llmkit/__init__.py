@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from llmkit.types import (
         Capabilities,
         ChatResponse,
+        Choice,
         Message,
         MessageList,
         ModelInfo,
@@ -89,6 +90,7 @@ _LAZY = {
     "unregister_provider": "llmkit.registry",
     "Capabilities": "llmkit.types",
     "ChatResponse": "llmkit.types",
+    "Choice": "llmkit.types",
     "Message": "llmkit.types",
     "MessageList": "llmkit.types",
     "ModelInfo": "llmkit.types",
@@ -122,6 +124,7 @@ __all__ = [
     "BaseLLM",
     "Capabilities",
     "ChatResponse",
+    "Choice",
     "ConfigError",
     "ContextLengthError",
     "HuggingFaceLLM",

@@ -13,6 +13,7 @@ from llmkit.errors import InvalidRequestError
 __all__ = [
     "Capabilities",
     "ChatResponse",
+    "Choice",
     "Message",
     "MessageList",
     "MessagesInput",
@@ -28,6 +29,7 @@ __all__ = [
 
 class Role(str, enum.Enum):
     system = "system"
+    developer = "developer"
     user = "user"
     assistant = "assistant"
     tool = "tool"
@@ -47,6 +49,21 @@ class ToolCall(_Model):
     id: str = ""
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
+    type: str = "function"
+    """``"function"``, or ``"custom"`` for a custom tool (its input is in ``arguments["input"]``)."""
+
+    def __init__(
+        self,
+        id: str = "",
+        name: str | None = None,
+        arguments: dict[str, Any] | None = None,
+        **data: Any,
+    ) -> None:
+        if name is not None:
+            data["name"] = name
+        if arguments is not None:
+            data["arguments"] = arguments
+        super().__init__(id=id, **data)
 
     def to_openai(self) -> dict[str, Any]:
         import orjson
@@ -138,6 +155,10 @@ class Usage(_Model):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cached_tokens: int = 0
+    """Prompt tokens served from the provider's prompt cache (0 where it does not say)."""
+    reasoning_tokens: int = 0
+    """Completion tokens spent on reasoning (0 where the provider does not say)."""
 
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
@@ -146,6 +167,8 @@ class Usage(_Model):
             prompt_tokens=self.prompt_tokens + other.prompt_tokens,
             completion_tokens=self.completion_tokens + other.completion_tokens,
             total_tokens=self.total_tokens + other.total_tokens,
+            cached_tokens=self.cached_tokens + other.cached_tokens,
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
         )
 
     def __radd__(self, other: Any) -> Usage:
@@ -159,23 +182,51 @@ class Usage(_Model):
         return cls(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
 
 
+class Choice(_Model):
+    """One of the ``n`` choices of a reply."""
+
+    index: int = 0
+    content: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    finish_reason: str | None = None
+    """Normalised: ``stop``, ``length``, ``tool_calls``, ``content_filter`` (or None)."""
+    reasoning: str | None = None
+    refusal: str | None = None
+    logprobs: SkipValidation[list[dict[str, Any]] | None] = Field(default=None, repr=False)
+
+
 class ChatResponse(_Model):
     content: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     finish_reason: str | None = None
+    """Normalised across providers: ``stop``, ``length``, ``tool_calls``,
+    ``content_filter``; the provider's own value stays in ``raw``."""
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
     raw: SkipValidation[dict[str, Any]] = Field(default_factory=dict, repr=False)
     """The provider's decoded JSON, as received (not copied or validated)."""
     parsed: Any = Field(default=None, repr=False)
     """The reply validated into the ``response_format`` model, when one was given."""
+    reasoning: str | None = None
+    """Reasoning / thinking text (``reasoning_content``, Ollama's ``thinking``)."""
+    refusal: str | None = None
+    logprobs: SkipValidation[list[dict[str, Any]] | None] = Field(default=None, repr=False)
+    """Per-token log probabilities when requested (OpenAI's ``logprobs.content`` shape)."""
+    choices: list[Choice] = Field(default_factory=list, repr=False)
+    """Every choice (``n > 1``); the top-level fields are choice 0's."""
 
 
 class StreamChunk(_Model):
     delta: str = ""
+    reasoning: str = ""
+    """Reasoning / thinking text delta."""
+    refusal: str | None = None
     tool_calls: list[ToolCallDelta] = Field(default_factory=list)
     finish_reason: str | None = None
     usage: Usage | None = None
+    index: int = 0
+    """The choice this chunk belongs to."""
+    logprobs: SkipValidation[list[dict[str, Any]] | None] = Field(default=None, repr=False)
     completed_tool_calls: list[ToolCall] | None = None
     """On the last chunk of a stream that called tools: the assembled calls."""
     raw: SkipValidation[dict[str, Any] | None] = Field(default=None, repr=False)
