@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from llmkit.batch import fan_out, fan_out_iter
 from llmkit.config import LLMConfig, provider_defaults
 from llmkit.errors import InvalidRequestError, NotSupportedError
+from llmkit.guard import guard_methods
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import Metrics, MetricsRecorder
 from llmkit.retry import RetryPolicy
@@ -44,9 +45,14 @@ class PromptCache:
 
 class BaseLLM:
     """Base of every provider. A subclass implementing only ``generate`` (or only ``chat``)
-    works: the other methods fall back on it or raise :class:`NotSupportedError`."""
+    works: the other methods fall back on it or raise :class:`NotSupportedError`.
+
+    Every call method a subclass defines is guarded (:mod:`llmkit.guard`): refused once the
+    instance is closed, and held to ``max_concurrency`` across loops and threads."""
 
     provider_name: ClassVar[str] = "custom"
+    # True where the transport takes a concurrency slot per attempt itself (HTTP providers).
+    limits_per_attempt: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -55,6 +61,7 @@ class BaseLLM:
             cls._incomplete = True
         else:
             cls._incomplete = False
+        guard_methods(cls)
 
     _incomplete: ClassVar[bool] = True
 
@@ -64,8 +71,8 @@ class BaseLLM:
                 f"{type(self).__name__} must implement generate() or chat() to be a provider"
             )
         self.config = self._make_config(config, kwargs)
-        self._metrics = MetricsRecorder()
         self._limiter = ConcurrencyLimiter(self.config.max_concurrency)
+        self._metrics = MetricsRecorder(self._limiter)
         self._retry = RetryPolicy(
             max_retries=self.config.max_retries,
             initial_delay=float(self.config.extra.get("retry_initial_delay", 0.5)),

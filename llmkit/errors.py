@@ -37,6 +37,8 @@ _secrets: set[str] = set()
 _KEY_PATTERNS = re.compile(
     r"(Bearer\s+)[A-Za-z0-9._~+/=-]{6,}|\b(sk-[A-Za-z0-9_-]{8,}|hf_[A-Za-z0-9]{8,})"
 )
+# The password of a URL's userinfo: scheme://user:PASSWORD@host
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^/?#\s:@]*:)[^/?#\s@]*@")
 
 
 def register_secret(secret: str | None) -> None:
@@ -53,6 +55,8 @@ def redact(text: str) -> str:
     for secret in tuple(_secrets):
         if secret in text:
             text = text.replace(secret, "***")
+    if "@" in text:
+        text = _URL_PASSWORD.sub(r"\1***@", text)
     return _KEY_PATTERNS.sub(lambda m: (m.group(1) or "") + "***", text)
 
 

@@ -1,49 +1,104 @@
-"""Per-instance concurrency limiter: at most ``limit`` holders at once on each event loop."""
+"""Per-instance concurrency limiter: at most ``limit`` holders at once, across every event
+loop and thread that uses the instance.
+
+The count lives under a :class:`threading.Lock`; a caller that finds no free slot parks an
+:class:`asyncio.Future` of its own loop in one FIFO queue shared by all loops. A release
+hands its slot straight to the first live waiter and wakes it with
+``loop.call_soon_threadsafe`` (no polling). A waiter cancelled after its slot was handed
+over passes the slot on, so cancellation never loses or leaks a slot.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from collections import deque
 from types import TracebackType
 
 __all__ = ["ConcurrencyLimiter"]
 
 
-class ConcurrencyLimiter:
-    """An ``asyncio.Semaphore`` per event loop (asyncio primitives belong to one loop),
-    so one instance can be shared by tasks and by threads that run their own loops."""
+class _Waiter:
+    __slots__ = ("future", "granted", "loop")
 
-    __slots__ = ("_lock", "_sems", "limit")
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.future: asyncio.Future[None] = loop.create_future()
+        self.granted = False
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+class ConcurrencyLimiter:
+    """A counting semaphore shared by threads and event loops (``async with limiter`` or
+    ``await limiter.acquire()`` ... ``limiter.release()``)."""
+
+    __slots__ = ("_in_use", "_lock", "_peak", "_waiters", "limit")
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("limit must be >= 1")
         self.limit = limit
-        self._sems: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
         self._lock = threading.Lock()
-
-    def _sem(self) -> asyncio.Semaphore:
-        loop = asyncio.get_running_loop()
-        sem = self._sems.get(loop)
-        if sem is None:
-            with self._lock:
-                for lp in [lp for lp in self._sems if lp.is_closed()]:
-                    del self._sems[lp]
-                sem = self._sems.setdefault(loop, asyncio.Semaphore(self.limit))
-        return sem
+        self._in_use = 0
+        self._peak = 0
+        self._waiters: deque[_Waiter] = deque()
 
     def in_use(self) -> int:
-        """Slots held on the running loop."""
-        sem = self._sems.get(asyncio.get_running_loop())
-        return 0 if sem is None else self.limit - sem._value
+        """Slots held now."""
+        return self._in_use
 
-    async def acquire(self) -> asyncio.Semaphore:
-        sem = self._sem()
-        await sem.acquire()
-        return sem
+    def waiting(self) -> int:
+        """Callers queued for a slot."""
+        return len(self._waiters)
 
-    async def __aenter__(self) -> asyncio.Semaphore:
-        return await self.acquire()
+    def peak(self) -> int:
+        """The most slots ever held at once."""
+        return self._peak
+
+    async def acquire(self) -> None:
+        with self._lock:
+            if self._in_use < self.limit and not self._waiters:
+                self._take()
+                return
+            waiter = _Waiter(asyncio.get_running_loop())
+            self._waiters.append(waiter)
+        try:
+            await waiter.future
+        except BaseException:
+            with self._lock:
+                if waiter.granted:
+                    self._hand_on()  # the slot reached us as we were cancelled: pass it on
+                else:
+                    self._waiters.remove(waiter)
+            raise
+
+    def release(self) -> None:
+        with self._lock:
+            self._hand_on()
+
+    def _take(self) -> None:
+        self._in_use += 1
+        if self._in_use > self._peak:
+            self._peak = self._in_use
+
+    def _hand_on(self) -> None:
+        """Give one held slot to the first waiter whose loop is alive, or free it."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            try:
+                waiter.loop.call_soon_threadsafe(_wake, waiter.future)
+            except RuntimeError:  # its loop is closed: nobody will ever await it
+                continue
+            waiter.granted = True
+            return
+        self._in_use -= 1
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
 
     async def __aexit__(
         self,
@@ -51,4 +106,4 @@ class ConcurrencyLimiter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._sems[asyncio.get_running_loop()].release()
+        self.release()

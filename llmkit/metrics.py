@@ -1,4 +1,5 @@
-"""Per-instance counters: requests, failures by type, retries, in-flight, latency, tokens."""
+"""Per-instance counters: requests, failures by type, retries, in-flight and waiting,
+latency, tokens."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections import deque
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from llmkit.limiter import ConcurrencyLimiter
 from llmkit.types import Usage
 
 __all__ = ["Metrics", "MetricsRecorder"]
@@ -20,7 +22,8 @@ class Metrics(BaseModel):
     failures: int = 0
     failures_by_type: dict[str, int] = Field(default_factory=dict)
     retries: int = 0
-    in_flight: int = 0
+    in_flight: int = 0  # requests holding a concurrency slot (on the wire, or computing)
+    waiting: int = 0  # calls queued for a slot
     max_in_flight: int = 0
     latency_p50: float | None = None
     latency_p95: float | None = None
@@ -41,13 +44,17 @@ def _percentile(sorted_values: list[float], q: float) -> float:
 
 
 class MetricsRecorder:
-    """Thread-safe recorder; latencies kept in a bounded window of the latest samples."""
+    """Thread-safe recorder; latencies kept in a bounded window of the latest samples.
+
+    With a ``limiter``, in-flight, waiting and the in-flight peak are the limiter's slot
+    counts; without one, every started call that has not finished counts as in flight."""
 
     __slots__ = (
         "_completion",
         "_failures",
         "_in_flight",
         "_latencies",
+        "_limiter",
         "_lock",
         "_max_in_flight",
         "_prompt",
@@ -56,7 +63,8 @@ class MetricsRecorder:
         "_successes",
     )
 
-    def __init__(self, window: int = 2048) -> None:
+    def __init__(self, limiter: ConcurrencyLimiter | None = None, window: int = 2048) -> None:
+        self._limiter = limiter
         self._lock = threading.Lock()
         self._requests = 0
         self._successes = 0
@@ -113,6 +121,11 @@ class MetricsRecorder:
                 completion_tokens=self._completion,
                 total_tokens=self._prompt + self._completion,
             )
+        limiter = self._limiter
+        if limiter is not None:
+            m.in_flight = limiter.in_use()
+            m.waiting = limiter.waiting()
+            m.max_in_flight = limiter.peak()
         if lat:
             m.latency_p50 = _percentile(lat, 0.5)
             m.latency_p95 = _percentile(lat, 0.95)

@@ -4,6 +4,7 @@ generators), honouring Retry-After / retry-after-ms, capped."""
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -15,24 +16,31 @@ from llmkit.errors import LLMError
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
 
+def _seconds(text: str, scale: float = 1.0) -> float | None:
+    """A finite, non-negative number of seconds, or None (``-5``, ``nan``, ``inf`` and
+    garbage are ignored: the normal backoff applies)."""
+    try:
+        value = float(text) * scale
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0.0 else None
+
+
 def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP-date)."""
     if not headers:
         return None
     ms = headers.get("retry-after-ms")
     if ms is not None:
-        try:
-            return max(0.0, float(ms) / 1000.0)
-        except ValueError:
-            pass
+        seconds = _seconds(ms, 0.001)
+        if seconds is not None:
+            return seconds
     value = headers.get("retry-after")
     if value is None:
         return None
     value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
+    if value[:1] in "+-.0123456789" or value.lower() in ("nan", "inf", "infinity"):
+        return _seconds(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
@@ -48,7 +56,8 @@ class RetryPolicy:
 
     ``max_retries`` counts retries, so a request is sent at most ``max_retries + 1`` times.
     Waits grow exponentially from ``initial_delay`` with full jitter, capped at ``max_delay``;
-    a server's Retry-After wins over the computed wait, capped at ``max_retry_after``.
+    a server's Retry-After wins over the computed wait; one longer than ``max_retry_after``
+    is not waited for: the error is raised at once, its ``retry_after`` telling the caller.
     """
 
     max_retries: int = 2
@@ -58,9 +67,11 @@ class RetryPolicy:
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
         """``attempt`` is the number of retries already made."""
-        if attempt >= self.max_retries:
+        if attempt >= self.max_retries or not isinstance(error, LLMError):
             return False
-        return isinstance(error, LLMError) and error.retryable
+        if error.retry_after is not None and error.retry_after > self.max_retry_after:
+            return False
+        return error.retryable
 
     def waits(self) -> Iterator[float]:
         """Jittered exponential waits, one per retry."""

@@ -3,7 +3,11 @@
 A session belongs to the loop that created it. Each is paired with a small "keeper"
 async generator registered with its loop, so that when the loop shuts down its async
 generators (``asyncio.run`` and every standard runner do) the session is closed inside
-the loop and no "Unclosed client session" warning is ever emitted.
+the loop, its entry is dropped (no closed loop stays referenced) and no "Unclosed client
+session" warning is ever emitted.
+
+Closing is final: after :meth:`SessionManager.aclose` no session is ever made again, so a
+request in flight during the close cannot be retried on a new pool.
 """
 
 from __future__ import annotations
@@ -18,13 +22,45 @@ from typing import Any
 import aiohttp
 import orjson
 
-__all__ = ["SessionManager", "SessionOptions"]
+from llmkit.errors import ConfigError
+
+__all__ = ["RequestTrace", "SessionManager", "SessionOptions"]
 
 log = logging.getLogger("llmkit.session")
 
 
 def _json_dumps(obj: Any) -> str:
     return orjson.dumps(obj).decode()
+
+
+class RequestTrace:
+    """What one request learnt about its connection (``trace_request_ctx``)."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+    def undelivered(self, exc: BaseException) -> bool:
+        """True when the request failed before the server could have read it: the write
+        hit a closing transport, or a pooled keep-alive connection that the server had
+        closed meanwhile was dropped without a byte of response. Such a request is resent
+        once, whatever the retry settings (as httpx and urllib3 do)."""
+        if isinstance(exc, aiohttp.ClientConnectionResetError):
+            return True
+        return self.reused and isinstance(exc, aiohttp.ServerDisconnectedError)
+
+
+async def _on_reuse(_session: Any, ctx: Any, _params: Any) -> None:
+    trace = ctx.trace_request_ctx
+    if isinstance(trace, RequestTrace):
+        trace.reused = True
+
+
+def _trace_config() -> aiohttp.TraceConfig:
+    config = aiohttp.TraceConfig()
+    config.on_connection_reuseconn.append(_on_reuse)
+    return config
 
 
 @dataclass(frozen=True)
@@ -38,18 +74,15 @@ class SessionOptions:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-async def _keeper(session: aiohttp.ClientSession) -> AsyncGenerator[None, None]:
-    try:
-        yield
-    finally:
-        if not session.closed:
-            await session.close()
-
-
 @dataclass
 class _Entry:
     session: aiohttp.ClientSession
     keeper: AsyncGenerator[None, None]
+
+    async def close(self) -> None:
+        await self.keeper.aclose()
+        if not self.session.closed:  # the keeper never started
+            await self.session.close()
 
 
 class SessionManager:
@@ -81,10 +114,12 @@ class SessionManager:
             trust_env=o.trust_env,
             auto_decompress=True,
             timeout=aiohttp.ClientTimeout(total=None),
+            trace_configs=[_trace_config()],
         )
 
     def session_for_running_loop(self) -> aiohttp.ClientSession:
-        """The running loop's session, created on first use (call from a coroutine)."""
+        """The running loop's session, created on first use (call from a coroutine).
+        Raises :class:`ConfigError` once the manager is closed."""
         loop = asyncio.get_running_loop()
         entry = self._entries.get(loop)
         if entry is not None and not entry.session.closed:
@@ -93,18 +128,32 @@ class SessionManager:
 
     def _create(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         with self._lock:
+            if self._closed:
+                raise ConfigError("instance is closed")
             self._purge_dead()
             entry = self._entries.get(loop)
             if entry is not None and not entry.session.closed:
                 return entry.session
-            self._closed = False
             session = self._make(loop)
-            keeper = _keeper(session)
+            keeper = self._keeper(loop, session)
             # The first __anext__() call registers the generator with this loop's
             # async-generator hooks (so loop shutdown finalizes it) at once.
             loop.create_task(self._start_keeper(keeper.__anext__()))
             self._entries[loop] = _Entry(session, keeper)
             return session
+
+    async def _keeper(
+        self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession
+    ) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            with self._lock:
+                entry = self._entries.get(loop)
+                if entry is not None and entry.session is session:
+                    del self._entries[loop]
+            if not session.closed:
+                await session.close()
 
     @staticmethod
     async def _start_keeper(first: Awaitable[None]) -> None:
@@ -127,28 +176,38 @@ class SessionManager:
         return entry.session.connector if entry is not None else None
 
     async def aclose(self) -> None:
-        """Close every session: the running loop's here, others on their own loops."""
+        """Close every session, each on its own loop: the running loop's here, a running
+        loop's through that loop, an idle loop's by running that loop in a worker thread."""
         with self._lock:
             entries = list(self._entries.items())
             self._entries.clear()
             self._closed = True
-        try:
-            current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            current = None
+        current = asyncio.get_running_loop()
         for loop, entry in entries:
             if loop is current:
-                await entry.session.close()
-                await entry.keeper.aclose()
-            elif not loop.is_closed() and loop.is_running():
-                fut = asyncio.run_coroutine_threadsafe(entry.keeper.aclose(), loop)
-                try:
-                    await asyncio.wait_for(asyncio.wrap_future(fut), timeout=5.0)
-                except (asyncio.TimeoutError, RuntimeError) as exc:  # pragma: no cover
-                    log.debug("could not close a session on another loop: %r", exc)
+                await entry.close()
             elif not loop.is_closed():
-                # The loop exists but is not running: close on it now.
-                try:
-                    loop.run_until_complete(entry.keeper.aclose())
-                except RuntimeError as exc:  # pragma: no cover
-                    log.debug("could not close a session on an idle loop: %r", exc)
+                await _close_on(loop, entry)
+
+
+def _close_on_idle(loop: asyncio.AbstractEventLoop, entry: _Entry) -> bool:
+    """Run ``loop`` (idle, in this worker thread) until ``entry`` is closed."""
+    if loop.is_running() or loop.is_closed():
+        return False
+    closing = entry.close()
+    try:
+        loop.run_until_complete(closing)
+    except RuntimeError:  # it started running meanwhile
+        closing.close()
+        return False
+    return True
+
+
+async def _close_on(loop: asyncio.AbstractEventLoop, entry: _Entry) -> None:
+    try:
+        if await asyncio.to_thread(_close_on_idle, loop, entry) or loop.is_closed():
+            return
+        fut = asyncio.run_coroutine_threadsafe(entry.close(), loop)
+        await asyncio.wait_for(asyncio.wrap_future(fut), timeout=5.0)
+    except (asyncio.TimeoutError, RuntimeError) as exc:  # pragma: no cover
+        log.debug("could not close a session on another loop: %r", exc)

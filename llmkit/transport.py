@@ -26,7 +26,7 @@ from llmkit.errors import (
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
 from llmkit.retry import RetryPolicy
-from llmkit.session import SessionManager, SessionOptions
+from llmkit.session import RequestTrace, SessionManager, SessionOptions
 from llmkit.streaming import NDJSONParser, SSEParser
 
 __all__ = ["HTTPTransport"]
@@ -179,65 +179,95 @@ class HTTPTransport:
         parse: str,
     ) -> Any:
         session = self.sessions.session_for_running_loop()
-        try:
-            async with session.request(
-                method, url, data=data, headers=headers, params=params, timeout=timeout
-            ) as resp:
-                body = await self._read_bounded(resp)
-                if resp.status >= 400:
-                    raise error_from_response(
-                        resp.status,
-                        body,
-                        resp.headers,
-                        provider=self.provider,
-                        model=model,
-                        content_type=resp.content_type,
-                    )
-                if parse == "bytes":
-                    return body
-                if parse == "text":
-                    return body.decode(resp.charset or "utf-8", "replace")
-                try:
-                    return orjson.loads(body) if body else None
-                except orjson.JSONDecodeError:
-                    ctype = resp.content_type
-                    snippet = body[:200].decode("utf-8", "replace")
-                    raise ServerError(
-                        f"malformed JSON response ({ctype}): {snippet!r}",
-                        status=resp.status,
-                        provider=self.provider,
-                        retryable=False,
-                    ) from None
-        except LLMError:
-            raise
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-            raise map_client_error(exc, self.provider, url, stream=False) from None
+        for resend in (True, False):
+            trace = RequestTrace()
+            try:
+                async with session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    params=params,
+                    timeout=timeout,
+                    trace_request_ctx=trace,
+                ) as resp:
+                    body = await self._read_bounded(resp)
+                    status, resp_headers = resp.status, resp.headers
+                    ctype, charset = resp.content_type, resp.charset
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                if resend and trace.undelivered(exc) and not self.sessions.closed:
+                    continue  # a stale pooled connection: the server never saw this request
+                error = self._client_error(exc, url, stream=False)
+            else:
+                return self._decode(body, status, resp_headers, ctype, charset, model, parse)
+            # Raised here, outside the handler: aiohttp's exception (whose request_info holds
+            # the Authorization header) is neither the cause nor the context.
+            raise error
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
-        limit = self.max_response_bytes
-        length = resp.content_length
-        if length is not None and length <= limit:
-            return await resp.read()
-        if length is not None:
-            raise ServerError(
-                f"response of {length} bytes exceeds max_response_bytes={limit}",
-                status=resp.status,
+    def _client_error(self, exc: BaseException, url: str, *, stream: bool) -> LLMError:
+        if self.sessions.closed:  # the pool was closed under this request: no retry
+            return ConfigError("instance is closed", provider=self.provider)
+        return map_client_error(exc, self.provider, url, stream=stream)
+
+    def _decode(
+        self,
+        body: bytes,
+        status: int,
+        headers: Mapping[str, str],
+        ctype: str,
+        charset: str | None,
+        model: str | None,
+        parse: str,
+    ) -> Any:
+        if status >= 400:
+            raise error_from_response(
+                status, body, headers, provider=self.provider, model=model, content_type=ctype
+            )
+        if parse == "bytes":
+            return body
+        if parse == "text":
+            return body.decode(charset or "utf-8", "replace")
+        if not body:
+            return None
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            error = ServerError(
+                f"malformed JSON response ({ctype}): {body[:200].decode('utf-8', 'replace')!r}",
+                status=status,
                 provider=self.provider,
                 retryable=False,
             )
+        raise error
+
+    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
+        """The body, at most ``max_response_bytes`` of it once decompressed (Content-Length
+        is the size on the wire, so it is trusted only for an unencoded body)."""
+        limit = self.max_response_bytes
+        length = resp.content_length
+        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
+        if length is not None and not encoded:
+            if length <= limit:
+                return await resp.read()
+            raise self._too_large(resp, f"response of {length} bytes")
         chunks: list[bytes] = []
         size = 0
         async for chunk in resp.content.iter_any():
             size += len(chunk)
             if size > limit:
-                raise ServerError(
-                    f"response exceeds max_response_bytes={limit}",
-                    status=resp.status,
-                    provider=self.provider,
-                    retryable=False,
-                )
+                raise self._too_large(resp, "response" if not encoded else "decompressed response")
             chunks.append(chunk)
         return b"".join(chunks)
+
+    def _too_large(self, resp: aiohttp.ClientResponse, what: str) -> ServerError:
+        resp.close()  # the rest is not read: the connection cannot be reused
+        return ServerError(
+            f"{what} exceeds max_response_bytes={self.max_response_bytes}",
+            status=resp.status,
+            provider=self.provider,
+            retryable=False,
+        )
 
     # ------------------------------------------------------------------ streaming
 
@@ -257,7 +287,9 @@ class HTTPTransport:
 
         Retries happen only before the first event is yielded. The stream must end with an
         event for which ``is_last`` is true; an end of body before it raises
-        :class:`StreamError`. The connection is released however the consumer stops.
+        :class:`StreamError`. That event ends the stream: nothing after it is read, and the
+        connection and the concurrency slot are released before it is yielded. The
+        connection is released however the consumer stops.
 
         ``parse``, when given, decodes or checks each event here, inside the transport: its
         result is what is yielded, and an :class:`LLMError` it raises (a malformed event, an
@@ -269,6 +301,7 @@ class HTTPTransport:
         headers = dict(self._post_headers if data is not None else self.headers)
         headers["Accept"] = "text/event-stream" if kind == "sse" else "application/x-ndjson"
         metrics = self.metrics
+        limiter = self.limiter
         attempt = 0
         waits = None
         yielded = False
@@ -278,51 +311,61 @@ class HTTPTransport:
         stopped_early = False
         try:
             while True:
-                sem = await self.limiter.acquire()
+                await limiter.acquire()
+                held = True
                 resp: aiohttp.ClientResponse | None = None
+                err: LLMError | None = None
                 try:
                     resp = await self._open(method, url, data, headers, model)
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
-                    finished = False
+                    final: Any = _NO_EVENT
                     async for chunk in resp.content.iter_any():
                         # lazily: the events before a malformed line still reach the consumer
                         for ev in parser.iter_feed(chunk):
-                            if finished:
-                                continue
                             last = is_last(ev)
                             item = ev if parse is None else parse(ev)
+                            if last:
+                                final = item
+                                break
                             yielded = True
                             yield item
-                            if last:
-                                finished = True
+                        if final is not _NO_EVENT:
+                            break
                         if parser.buffered > self.max_event_bytes:
                             raise StreamError(
                                 f"stream event exceeds max_event_bytes={self.max_event_bytes}",
                                 provider=self.provider,
                             )
-                    if not finished:
+                    else:
                         for ev in parser.close():
                             last = is_last(ev)
                             item = ev if parse is None else parse(ev)
+                            if last:
+                                final = item
+                                break
                             yielded = True
                             yield item
-                            if last:
-                                finished = True
-                                break
-                    if not finished:
+                    if final is _NO_EVENT:
                         raise StreamError(
                             f"stream ended before {end_marker} (truncated response)",
                             provider=self.provider,
                         )
+                    # The end marker: free the connection and the slot before handing it on.
                     error_type = None
+                    _finish_response(resp, complete=True)
+                    resp = None
+                    held = False
+                    limiter.release()
+                    yielded = True
+                    yield final
                     return
                 except GeneratorExit:
                     stopped_early = True
                     raise
                 except LLMError as exc:
-                    err: LLMError = exc
+                    err = exc
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                    err = map_client_error(exc, self.provider, url, stream=yielded)
+                    err = self._client_error(exc, url, stream=yielded)
                     if yielded and not isinstance(err, StreamError):
                         err = StreamError(
                             f"stream interrupted after partial output: {err.message}",
@@ -330,14 +373,13 @@ class HTTPTransport:
                         )
                 finally:
                     if resp is not None:
-                        if error_type is None:
-                            resp.release()
-                        else:
-                            resp.close()
-                    sem.release()
+                        _finish_response(resp, complete=error_type is None)
+                    if held:
+                        limiter.release()
+                assert err is not None
                 if yielded or not self.retry.should_retry(err, attempt):
                     error_type = err.type
-                    raise err
+                    raise _bare(err)
                 if waits is None:
                     waits = self.retry.waits()
                 delay = self.retry.delay_for(err, next(waits))
@@ -359,21 +401,39 @@ class HTTPTransport:
         model: str | None,
     ) -> aiohttp.ClientResponse:
         session = self.sessions.session_for_running_loop()
-        try:
-            resp = await session.request(
-                method, url, data=data, headers=headers, timeout=self._stream_timeout
-            )
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-            raise map_client_error(exc, self.provider, url, stream=False) from None
-        if resp.status >= 400:
+        for resend in (True, False):
+            trace = RequestTrace()
             try:
-                body = await self._read_bounded(resp)
-            except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-                resp.close()
-                raise map_client_error(exc, self.provider, url, stream=False) from None
-            finally:
-                resp.release()
-            raise error_from_response(
+                resp = await session.request(
+                    method,
+                    url,
+                    data=data,
+                    headers=headers,
+                    timeout=self._stream_timeout,
+                    trace_request_ctx=trace,
+                )
+            except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+                if resend and trace.undelivered(exc) and not self.sessions.closed:
+                    continue  # a stale pooled connection: the server never saw this request
+                error = self._client_error(exc, url, stream=False)
+            else:
+                if resp.status < 400:
+                    return resp
+                error = await self._error_response(resp, url, model)
+            raise error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _error_response(
+        self, resp: aiohttp.ClientResponse, url: str, model: str | None
+    ) -> LLMError:
+        try:
+            body = await self._read_bounded(resp)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            resp.close()
+            error = self._client_error(exc, url, stream=False)
+        else:
+            resp.release()
+            return error_from_response(
                 resp.status,
                 body,
                 resp.headers,
@@ -381,4 +441,23 @@ class HTTPTransport:
                 model=model,
                 content_type=resp.content_type,
             )
-        return resp
+        return error
+
+
+_NO_EVENT: Any = object()
+
+
+def _finish_response(resp: aiohttp.ClientResponse, *, complete: bool) -> None:
+    """Back to the pool when the body was read to its end; otherwise drop the connection
+    (a server that keeps the stream open after its end marker gets no more reads)."""
+    if complete and resp.content.at_eof():
+        resp.release()
+    else:
+        resp.close()
+
+
+def _bare(error: LLMError) -> LLMError:
+    """``error`` without the exception being handled when it was made in its context."""
+    error.__context__ = None
+    error.__cause__ = None
+    return error

@@ -26,6 +26,7 @@ class HTTPProvider(BaseLLM):
     """
 
     embedding_batch_size: ClassVar[int] = 256
+    limits_per_attempt: ClassVar[bool] = True
     embedding_concurrency: ClassVar[int | None] = None
 
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
@@ -64,8 +65,8 @@ class HTTPProvider(BaseLLM):
         )
 
     async def aclose(self) -> None:
-        await self._http.aclose()
         await super().aclose()
+        await self._http.aclose()
 
     # ------------------------------------------------------------------ embeddings
 

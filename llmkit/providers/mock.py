@@ -12,7 +12,6 @@ from typing import Any, ClassVar
 
 from llmkit.base import BaseLLM, parse_structured
 from llmkit.config import LLMConfig
-from llmkit.errors import LLMError
 from llmkit.types import (
     ChatResponse,
     MessagesInput,
@@ -67,14 +66,11 @@ class MockLLM(BaseLLM):
         self._failures.append(error)
 
     async def _step(self) -> None:
-        self._metrics.start()
         if self.latency:
             await asyncio.sleep(self.latency)
         if self._failures:
             failure = self._failures.pop(0)
             if failure is not None:
-                kind = failure.type if isinstance(failure, LLMError) else "internal"
-                self._metrics.finish(self.latency, kind)
                 raise failure
 
     def _reply(self, messages: list[Any]) -> str:
@@ -106,7 +102,6 @@ class MockLLM(BaseLLM):
             finish = "stop"
         usage = Usage.of(sum(len(m.text().split()) for m in msgs), len(text.split()))
         self._record_usage(usage)
-        self._metrics.finish(self.latency)
         response = ChatResponse(
             content=text, finish_reason=finish, usage=usage, model=self.model, raw={}
         )
@@ -124,7 +119,6 @@ class MockLLM(BaseLLM):
 
     async def embed(self, text: str) -> list[float]:
         await self._step()
-        self._metrics.finish(self.latency)
         return _hash_vector(text, self.embedding_dim)
 
     async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
@@ -132,7 +126,6 @@ class MockLLM(BaseLLM):
 
         items = _check_texts(texts)
         await self._step()
-        self._metrics.finish(self.latency)
         return [_hash_vector(t, self.embedding_dim) for t in items]
 
     async def health_check(self) -> None:
