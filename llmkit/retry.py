@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import backoff
 
-from llmkit.errors import LLMError
+from llmkit.errors import LLMError, RateLimitError
 
 __all__ = ["RetryPolicy", "parse_retry_after"]
 
@@ -56,8 +56,9 @@ class RetryPolicy:
 
     ``max_retries`` counts retries, so a request is sent at most ``max_retries + 1`` times.
     Waits grow exponentially from ``initial_delay`` with full jitter, capped at ``max_delay``;
-    a server's Retry-After wins over the computed wait; one longer than ``max_retry_after``
-    is not waited for: the error is raised at once, its ``retry_after`` telling the caller.
+    a server's Retry-After wins over the computed wait, capped at ``max_retry_after``; a rate
+    limit whose Retry-After is longer than that is not waited for: the
+    :class:`RateLimitError` is raised at once, its ``retry_after`` telling the caller.
     """
 
     max_retries: int = 2
@@ -69,8 +70,8 @@ class RetryPolicy:
         """``attempt`` is the number of retries already made."""
         if attempt >= self.max_retries or not isinstance(error, LLMError):
             return False
-        if error.retry_after is not None and error.retry_after > self.max_retry_after:
-            return False
+        if isinstance(error, RateLimitError) and (error.retry_after or 0.0) > self.max_retry_after:
+            return False  # the server asks for a longer pause than we wait: give up now
         return error.retryable
 
     def waits(self) -> Iterator[float]:

@@ -76,15 +76,50 @@ class SSEEvent:
 _BOM = b"\xef\xbb\xbf"
 
 
+class _LineBuffer:
+    """The pieces of a line not yet ended. Each read is scanned once and each byte copied
+    once more when its line completes, so a line of any length costs linear time however
+    finely it is split across reads."""
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+
+    def lines(self, data: bytes) -> list[bytes]:
+        """The lines that ``data`` completes (``data`` holds only LF line ends)."""
+        if b"\n" not in data:
+            if data:
+                self.parts.append(data)
+                self.size += len(data)
+            return []
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if self.parts:
+            self.parts.append(lines[0])
+            lines[0] = b"".join(self.parts)
+            self.parts = []
+        self.parts = [tail] if tail else []
+        self.size = len(tail)
+        return lines
+
+    def take(self) -> bytes:
+        tail = b"".join(self.parts)
+        self.parts = []
+        self.size = 0
+        return tail
+
+
 class SSEParser:
     """Incremental Server-Sent Events parser (WHATWG event-stream rules), working on bytes:
     lines are split on CR, LF or CRLF; text is decoded per complete event, so a UTF-8
-    character cut across reads is never split."""
+    character cut across reads is never split. Linear in the stream's length."""
 
-    __slots__ = ("_buf", "_data", "_data_size", "_event", "_id", "_pending_cr", "_retry", "_started")
+    __slots__ = ("_data", "_data_size", "_event", "_id", "_line", "_pending_cr", "_retry", "_started")
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._line = _LineBuffer()
         self._data: list[bytes] | None = None
         self._data_size = 0
         self._event: str | None = None
@@ -98,22 +133,20 @@ class SSEParser:
             self._pending_cr = False
             if data[:1] == b"\n":
                 data = data[1:]
-        buf = self._buf + data if self._buf else data
         if not self._started:
-            if len(buf) < 3 and _BOM.startswith(buf):
-                self._buf = buf
+            data = self._line.take() + data
+            if len(data) < 3 and _BOM.startswith(data):
+                self._line.lines(data)
                 return []
             self._started = True
-            if buf.startswith(_BOM):
-                buf = buf[3:]
-        if b"\r" in buf:
-            if buf.endswith(b"\r"):
+            if data.startswith(_BOM):
+                data = data[3:]
+        if b"\r" in data:
+            if data.endswith(b"\r"):
                 self._pending_cr = True
-            buf = buf.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[SSEEvent] = []
-        for line in lines:
+        for line in self._line.lines(data):
             if not line:
                 if self._data is not None:
                     events.append(self._dispatch())
@@ -136,20 +169,22 @@ class SSEParser:
         yield from self.feed(data)
 
     def close(self) -> list[SSEEvent]:
-        """End of stream: a final event without its blank line is still dispatched."""
-        events = self.feed(b"\n") if self._buf else []
-        if self._data is not None:
-            events.append(self._dispatch())
-        return events
+        """End of stream. An event not ended by its blank line is discarded, as the WHATWG
+        rules say: nothing is dispatched here."""
+        self._line.take()
+        self._data = None
+        self._data_size = 0
+        self._event = None
+        return []
 
     @property
     def has_partial(self) -> bool:
-        return self._data is not None or bool(self._buf)
+        return self._data is not None or self._line.size > 0
 
     @property
     def buffered(self) -> int:
         """Bytes held for an event not yet complete."""
-        return self._data_size + len(self._buf)
+        return self._data_size + self._line.size
 
     def _dispatch(self) -> SSEEvent:
         parts = self._data or []
@@ -184,34 +219,30 @@ class SSEParser:
 
 
 class NDJSONParser:
-    """Incremental newline-delimited JSON parser: one JSON value per non-blank line."""
+    """Incremental newline-delimited JSON parser: one JSON value per non-blank line.
+    Linear in the stream's length."""
 
-    __slots__ = ("_buf",)
+    __slots__ = ("_line",)
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._line = _LineBuffer()
 
     def feed(self, data: bytes) -> list[Any]:
-        buf = self._buf + data if self._buf else data
-        if b"\n" not in buf:
-            self._buf = buf
-            return []
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()
-        return [self._decode(line) for line in lines if line.strip()]
+        return [self._decode(line) for line in self._line.lines(data) if line.strip()]
 
     def close(self) -> list[Any]:
-        tail, self._buf = self._buf, b""
+        """End of stream: a last line without its newline is still a value."""
+        tail = self._line.take()
         return [self._decode(tail)] if tail.strip() else []
 
     @property
     def has_partial(self) -> bool:
-        return bool(self._buf.strip())
+        return any(part.strip() for part in self._line.parts)
 
     @property
     def buffered(self) -> int:
         """Bytes held for a line not yet complete."""
-        return len(self._buf)
+        return self._line.size
 
     @staticmethod
     def _decode(line: bytes) -> Any:
@@ -224,12 +255,6 @@ class NDJSONParser:
     def iter_feed(self, data: bytes) -> Iterator[Any]:
         """Like :meth:`feed`, but lazy: the values before a malformed line are produced
         before its :class:`StreamError` is raised."""
-        buf = self._buf + data if self._buf else data
-        if b"\n" not in buf:
-            self._buf = buf
-            return
-        lines = buf.split(b"\n")
-        self._buf = lines.pop()
-        for line in lines:
+        for line in self._line.lines(data):
             if line.strip():
                 yield self._decode(line)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 import pytest
 from hypothesis import given, settings
@@ -83,11 +85,15 @@ def test_sse_leading_bom_stripped() -> None:
     assert [e.data for e in events] == ["x"]
 
 
-def test_sse_final_event_without_blank_line_dispatched_on_close() -> None:
-    parser = SSEParser()
-    assert parser.feed(b"data: tail") == []
-    assert parser.has_partial
-    assert [e.data for e in parser.close()] == ["tail"]
+def test_sse_incomplete_final_event_discarded_on_close() -> None:
+    # WHATWG: "If the file ends in the middle of an event, before the final empty line,
+    # the incomplete event is not dispatched."
+    for tail in (b"data: tail", b"data: tail\n"):
+        parser = SSEParser()
+        assert parser.feed(b"data: first\n\n" + tail) == [SSEEvent("first")]
+        assert parser.has_partial
+        assert parser.close() == []
+        assert not parser.has_partial and parser.buffered == 0
 
 
 def test_sse_malformed_json_event_raises_stream_error() -> None:
@@ -153,3 +159,40 @@ def test_parsers_never_raise_untyped_errors_on_garbage(data: bytes, cuts: list[i
         feed_all(NDJSONParser(), data, cuts)
     except StreamError:
         pass
+
+
+def _parse_seconds(parser: SSEParser | NDJSONParser, data: bytes, read: int = 1024) -> float:
+    pieces = [data[i : i + read] for i in range(0, len(data), read)]
+    start = time.perf_counter()
+    events = [ev for piece in pieces for ev in parser.feed(piece)]
+    elapsed = time.perf_counter() - start
+    assert len(events) == 1
+    return elapsed
+
+
+@pytest.mark.parametrize("kind", ["sse", "ndjson"])
+def test_parsers_linear_in_event_length(kind: str) -> None:
+    """A 1 MB and an 8 MB event in 1 KiB reads: 8x the bytes must cost about 8x the time
+    (a parser re-copying its buffer per read costs 64x), and 8 MB well under a second."""
+
+    def event(size: int) -> bytes:
+        if kind == "sse":
+            return b"data: " + orjson.dumps({"c": "x" * size}) + b"\n\n"
+        return orjson.dumps({"c": "x" * size}) + b"\n"
+
+    make = SSEParser if kind == "sse" else NDJSONParser
+    small, big = event(1 << 20), event(8 << 20)
+    t_small = min(_parse_seconds(make(), small) for _ in range(3))
+    t_big = min(_parse_seconds(make(), big) for _ in range(3))
+    assert t_big < 2.0, f"8 MB event took {t_big:.2f}s"
+    assert t_big / max(t_small, 1e-4) < 24, f"1 MB {t_small:.4f}s, 8 MB {t_big:.4f}s"
+    # the event is intact
+    parser = make()
+    (ev,) = [e for i in range(0, len(small), 1024) for e in parser.feed(small[i : i + 1024])]
+    value = ev.json() if kind == "sse" else ev
+    assert value == {"c": "x" * (1 << 20)}
+
+
+def test_sse_2mb_event_in_1kib_reads_is_fast() -> None:
+    data = b"data: " + orjson.dumps({"c": "y" * (2 << 20)}) + b"\n\n"
+    assert min(_parse_seconds(SSEParser(), data) for _ in range(3)) < 0.5
