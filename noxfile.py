@@ -1,8 +1,18 @@
-"""Sessions: tests, lint, typecheck, bench. `nox -s tests` is the CI test command."""
+"""Sessions: tests, tests_lowest, lint, typecheck, bench. `nox -s tests` is the CI test
+command."""
 
 from __future__ import annotations
 
+import re
+import sys
+from pathlib import Path
+
 import nox
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
@@ -15,6 +25,27 @@ TORCH = "torch==2.13.0"
 def tests(session: nox.Session) -> None:
     session.install(TORCH)
     session.install("-e", ".[local,dev]")
+    session.run("pytest", *session.posargs, env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
+
+
+def lowest_pins() -> list[str]:
+    """``name==floor`` for every runtime dependency pyproject declares as ``name>=floor``."""
+    project = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["project"]
+    pins = []
+    for requirement in project["dependencies"]:
+        match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*>=\s*([^,;\s]+)\s*", requirement)
+        if match is None:
+            raise ValueError(f"dependency without a plain >= floor: {requirement!r}")
+        pins.append(f"{match.group(1)}=={match.group(2)}")
+    return pins
+
+
+@nox.session
+def tests_lowest(session: nox.Session) -> None:
+    """The suite on the lowest versions of the runtime dependencies that pyproject allows."""
+    session.install(TORCH)
+    session.install("-e", ".[local,dev]", *lowest_pins())
+    session.run("pip", "list")
     session.run("pytest", *session.posargs, env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
 
 

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from llmkit.batch import fan_out, fan_out_iter
 from llmkit.config import LLMConfig, provider_defaults
-from llmkit.errors import InvalidRequestError, NotSupportedError
+from llmkit.errors import InvalidRequestError, NotSupportedError, redact
 from llmkit.guard import guard_methods
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import Metrics, MetricsRecorder
@@ -115,7 +115,7 @@ class BaseLLM:
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(provider={self.config.provider!r}, "
-            f"model={self.config.model!r}, base_url={self.config.base_url!r})"
+            f"model={self.config.model!r}, base_url={redact(self.config.base_url or '') or None!r})"
         )
 
     # ------------------------------------------------------------------ options

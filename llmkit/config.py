@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -21,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from llmkit.errors import ConfigError, register_secret
+from llmkit.errors import ConfigError, redact, register_secret
 
 __all__ = [
     "LLMConfig",
@@ -215,7 +216,10 @@ class LLMConfig(BaseModel):
     @field_validator("timeout", mode="before")
     @classmethod
     def _timeout(cls, v: Any) -> float:
-        return parse_duration(v)
+        seconds = parse_duration(v)
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise ValueError(f"timeout must be a finite number of seconds > 0, not {v!r}")
+        return seconds
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -229,6 +233,10 @@ class LLMConfig(BaseModel):
         if self.api_key is not None:
             register_secret(self.api_key.get_secret_value())
         return self
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, (redact(value) if name == "base_url" and value else value)
 
     @field_serializer("api_key", when_used="always")
     def _dump_key(self, v: SecretStr | None) -> str | None:
@@ -270,10 +278,11 @@ def _interpolate(value: Any, path: str) -> Any:
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
-            if name in os.environ:
-                return os.environ[name]
-            if default is not None:
+            value = os.environ.get(name)
+            if default is not None and not value:  # POSIX ${VAR:-default}: unset or empty
                 return default
+            if value is not None:
+                return value
             raise ConfigError(f"environment variable {name} is not set (used in {path})")
 
         return _VAR.sub(sub, value)

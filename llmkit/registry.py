@@ -55,9 +55,17 @@ def list_providers() -> list[str]:
         return sorted(_registry)
 
 
-def _resolve(name: str) -> Constructor:
+def _canonical(name: str) -> str:
+    """The registered name ``name`` stands for: a registered name wins over an alias."""
     key = name.lower()
-    key = _aliases.get(key, key)
+    with _lock:
+        if key in _registry:
+            return key
+    return _aliases.get(key, key)
+
+
+def _resolve(name: str) -> Constructor:
+    key = _canonical(name)
     with _lock:
         ctor = _registry.get(key)
     if ctor is None:
@@ -78,8 +86,7 @@ def _to_config(config: LLMConfig | Mapping[str, Any]) -> LLMConfig:
     if isinstance(config, Mapping):
         if not config.get("provider"):
             raise ConfigError("configuration has no 'provider'")
-        name = str(config["provider"]).lower()
-        name = _aliases.get(name, name)
+        name = _canonical(str(config["provider"]))
         _resolve(name)  # unknown names fail before validation
         return LLMConfig.for_provider({**config, "provider": name})
     raise ConfigError(f"config must be an LLMConfig or a dict, not {type(config).__name__}")

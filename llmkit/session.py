@@ -46,7 +46,7 @@ class RequestTrace:
         hit a closing transport, or a pooled keep-alive connection that the server had
         closed meanwhile was dropped without a byte of response. Such a request is resent
         once, whatever the retry settings (as httpx and urllib3 do)."""
-        if isinstance(exc, aiohttp.ClientConnectionResetError):
+        if isinstance(exc, ConnectionResetError):  # aiohttp's "Cannot write to closing transport"
             return True
         return self.reused and isinstance(exc, aiohttp.ServerDisconnectedError)
 

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import ssl
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from llmkit.errors import (
     StreamError,
     error_from_response,
     redact,
+    register_secret,
 )
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
@@ -86,7 +88,7 @@ class HTTPTransport:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         self.provider = provider
-        self.base_url = base_url.rstrip("/")
+        self.base_url = _checked_base_url(base_url, provider)
         self.headers = {"Accept": "application/json", **(headers or {})}
         self._post_headers = {**self.headers, "Content-Type": "application/json"}
         self.timeout = timeout
@@ -445,6 +447,21 @@ class HTTPTransport:
 
 
 _NO_EVENT: Any = object()
+
+
+def _checked_base_url(base_url: str, provider: str) -> str:
+    """The base URL without its trailing slash; one that is not an absolute http(s) URL is
+    a configuration error now, not a connection error on every request."""
+    parts = urllib.parse.urlsplit(base_url.strip())
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"base_url must be an absolute http:// or https:// URL, not {redact(base_url)!r}",
+            provider=provider,
+        )
+    # a password in the URL never shows in an error or log, escaped or not
+    register_secret(parts.password)
+    register_secret(urllib.parse.unquote(parts.password or ""))
+    return base_url.strip().rstrip("/")
 
 
 def _finish_response(resp: aiohttp.ClientResponse, *, complete: bool) -> None:

@@ -172,8 +172,9 @@ def _parse_seconds(parser: SSEParser | NDJSONParser, data: bytes, read: int = 10
 
 @pytest.mark.parametrize("kind", ["sse", "ndjson"])
 def test_parsers_linear_in_event_length(kind: str) -> None:
-    """A 1 MB and an 8 MB event in 1 KiB reads: 8x the bytes must cost about 8x the time
-    (a parser re-copying its buffer per read costs 64x), and 8 MB well under a second."""
+    """An 8 MB event (the default max_event_bytes) in 1 KiB reads: a parser that re-copies
+    its buffer on each read needs 15-50 s for it; a linear one a few ms. The bound leaves
+    room for a loaded machine and still fails any quadratic parser by far."""
 
     def event(size: int) -> bytes:
         if kind == "sse":
@@ -181,18 +182,16 @@ def test_parsers_linear_in_event_length(kind: str) -> None:
         return orjson.dumps({"c": "x" * size}) + b"\n"
 
     make = SSEParser if kind == "sse" else NDJSONParser
-    small, big = event(1 << 20), event(8 << 20)
-    t_small = min(_parse_seconds(make(), small) for _ in range(3))
-    t_big = min(_parse_seconds(make(), big) for _ in range(3))
-    assert t_big < 2.0, f"8 MB event took {t_big:.2f}s"
-    assert t_big / max(t_small, 1e-4) < 24, f"1 MB {t_small:.4f}s, 8 MB {t_big:.4f}s"
+    big = event(8 << 20)
+    t_big = min(_parse_seconds(make(), big) for _ in range(2))
+    assert t_big < 1.5, f"8 MB event took {t_big:.2f}s"
     # the event is intact
     parser = make()
-    (ev,) = [e for i in range(0, len(small), 1024) for e in parser.feed(small[i : i + 1024])]
+    (ev,) = [e for i in range(0, len(big), 1024) for e in parser.feed(big[i : i + 1024])]
     value = ev.json() if kind == "sse" else ev
-    assert value == {"c": "x" * (1 << 20)}
+    assert value == {"c": "x" * (8 << 20)}
 
 
 def test_sse_2mb_event_in_1kib_reads_is_fast() -> None:
     data = b"data: " + orjson.dumps({"c": "y" * (2 << 20)}) + b"\n\n"
-    assert min(_parse_seconds(SSEParser(), data) for _ in range(3)) < 0.5
+    assert min(_parse_seconds(SSEParser(), data) for _ in range(3)) < 0.4

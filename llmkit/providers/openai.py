@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import base64
+import os
 import struct
 from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar
 
 from llmkit.base import parse_structured
-from llmkit.errors import InvalidRequestError, StreamError
+from llmkit.errors import InvalidRequestError, StreamError, register_secret
 from llmkit.providers._http_base import HTTPProvider
 from llmkit.providers._openai_wire import (
     ToolCallAssembler,
@@ -219,9 +220,13 @@ class OpenAILLM(OpenAICompatible):
     provider_name: ClassVar[str] = "openai"
 
     def _base_url(self) -> str:
-        return (self.config.base_url or "https://api.openai.com/v1").rstrip("/")
+        # A config built directly (not from_env) still gets OPENAI_BASE_URL / OPENAI_API_KEY.
+        base = self.config.base_url or os.environ.get("OPENAI_BASE_URL")
+        return (base or "https://api.openai.com/v1").rstrip("/")
 
     def _auth_headers(self, key: str | None) -> dict[str, str]:
+        key = key or os.environ.get("OPENAI_API_KEY") or None
+        register_secret(key)
         headers = super()._auth_headers(key)
         extra = self.config.extra
         if extra.get("organization"):
