@@ -16,6 +16,7 @@ from llmkit.guard import guard_methods
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import Metrics, MetricsRecorder
 from llmkit.retry import RetryPolicy
+from llmkit.tools import model_schema
 from llmkit.types import (
     Capabilities,
     ChatResponse,
@@ -347,7 +348,7 @@ def response_format_payload(response_format: Any) -> tuple[dict[str, Any] | None
     if response_format is None:
         return None, None
     if isinstance(response_format, type) and issubclass(response_format, BaseModel):
-        schema = response_format.model_json_schema()
+        schema = model_schema(response_format)
         return (
             {
                 "type": "json_schema",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import typing
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -11,13 +12,33 @@ from pydantic import BaseModel, TypeAdapter
 
 from llmkit.errors import InvalidRequestError
 
-__all__ = ["ToolSpec", "normalize_tool_choice", "to_openai_tool", "to_openai_tools"]
+__all__ = [
+    "ToolSpec",
+    "model_schema",
+    "normalize_tool_choice",
+    "to_openai_tool",
+    "to_openai_tools",
+]
 
 ToolSpec = Mapping[str, Any] | type[BaseModel] | Callable[..., Any]
 
 
+# Schemas and tool definitions are built once per class or function (building one costs
+# about a millisecond); the cache lets go of classes and functions nobody else holds.
+_schemas: weakref.WeakKeyDictionary[type[BaseModel], dict[str, Any]] = weakref.WeakKeyDictionary()
+_tools: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """``model.model_json_schema()``, built once per class (shared: do not mutate)."""
+    schema = _schemas.get(model)
+    if schema is None:
+        schema = _schemas[model] = model.model_json_schema()
+    return schema
+
+
 def _from_model(model: type[BaseModel]) -> dict[str, Any]:
-    schema = model.model_json_schema()
+    schema = dict(model_schema(model))
     description = schema.pop("description", None) or (inspect.getdoc(model) or "")
     schema.pop("title", None)
     fn: dict[str, Any] = {"name": model.__name__, "parameters": schema}
@@ -61,6 +82,12 @@ def _from_function(func: Callable[..., Any]) -> dict[str, Any]:
     return {"type": "function", "function": fn}
 
 
+def _build_tool(tool: Callable[..., Any]) -> dict[str, Any]:
+    if isinstance(tool, type) and issubclass(tool, BaseModel):
+        return _from_model(tool)
+    return _from_function(tool)
+
+
 def to_openai_tool(tool: ToolSpec) -> dict[str, Any]:
     if isinstance(tool, Mapping):
         if tool.get("type") == "function" and "function" in tool:
@@ -70,10 +97,14 @@ def to_openai_tool(tool: ToolSpec) -> dict[str, Any]:
         raise InvalidRequestError(
             "a tool dict must be OpenAI-style: {'type': 'function', 'function': {...}}"
         )
-    if isinstance(tool, type) and issubclass(tool, BaseModel):
-        return _from_model(tool)
-    if callable(tool):
-        return _from_function(tool)
+    if callable(tool):  # a pydantic model class or a typed function
+        try:
+            built = _tools.get(tool)
+        except TypeError:  # not weakly referenceable (a builtin): built each time
+            return _build_tool(tool)
+        if built is None:
+            built = _tools[tool] = _build_tool(tool)
+        return {"type": "function", "function": built["function"]}
     raise InvalidRequestError(f"cannot make a tool of {type(tool).__name__}")
 
 

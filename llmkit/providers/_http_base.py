@@ -20,12 +20,15 @@ class HTTPProvider(BaseLLM):
     """Adds ``self._http``; subclasses set headers through :meth:`_auth_headers`.
 
     Embeddings: a subclass implements ``_embed_request(texts)`` (one HTTP request);
-    ``embed_batch`` splits its input into ``embedding_batch_size`` groups (config
-    ``extra["embedding_batch_size"]`` overrides), sends them through the limiter and keeps
-    the order.
+    ``embed_batch`` splits its input into groups of at most ``embedding_batch_size`` texts
+    (config ``extra["embedding_batch_size"]`` overrides), at most ``embedding_batch_chars``
+    characters of input, and few enough vectors that the reply, at
+    ``_embedding_reply_bytes()`` a vector, stays within half of ``max_response_bytes``;
+    sends them through the limiter and keeps the order.
     """
 
     embedding_batch_size: ClassVar[int] = 256
+    embedding_batch_chars: ClassVar[int] = 1_000_000
     limits_per_attempt: ClassVar[bool] = True
     embedding_concurrency: ClassVar[int | None] = None
 
@@ -87,10 +90,32 @@ class HTTPProvider(BaseLLM):
         items = _check_texts(texts)
         if not items:
             return []
-        size = max(1, int(self.config.extra.get("embedding_batch_size", self.embedding_batch_size)))
-        groups = [items[i : i + size] for i in range(0, len(items), size)]
+        groups = self._embedding_groups(items)
         if len(groups) == 1:
             return await self._embed_request(groups[0])
         concurrency = min(self.config.max_concurrency, self.embedding_concurrency or len(groups))
         results = await fan_out(self._embed_request, groups, concurrency=concurrency)
         return [vec for group in results for vec in group]  # type: ignore[union-attr]
+
+    def _embedding_reply_bytes(self) -> int | None:
+        """Expected reply bytes per vector (None: unknown, batches sized by count only)."""
+        return None
+
+    def _embedding_groups(self, items: list[str]) -> list[list[str]]:
+        extra = self.config.extra
+        size = max(1, int(extra.get("embedding_batch_size", self.embedding_batch_size)))
+        per_vector = self._embedding_reply_bytes()
+        if per_vector:
+            size = max(1, min(size, self._http.max_response_bytes // (2 * per_vector)))
+        max_chars = max(1, int(extra.get("embedding_batch_chars", self.embedding_batch_chars)))
+        groups: list[list[str]] = []
+        group: list[str] = []
+        chars = 0
+        for text in items:
+            if group and (len(group) >= size or chars + len(text) > max_chars):
+                groups.append(group)
+                group, chars = [], 0
+            group.append(text)
+            chars += len(text)
+        groups.append(group)
+        return groups

@@ -16,7 +16,7 @@ from llmkit.base import parse_structured
 from llmkit.config import normalize_ollama_host
 from llmkit.errors import InvalidRequestError, StreamError, error_from_payload
 from llmkit.providers._http_base import HTTPProvider
-from llmkit.tools import normalize_tool_choice, to_openai_tools
+from llmkit.tools import model_schema, normalize_tool_choice, to_openai_tools
 from llmkit.types import (
     Capabilities,
     ChatResponse,
@@ -117,7 +117,7 @@ def _format_payload(response_format: Any) -> tuple[Any, Any]:
     if response_format is None:
         return None, None
     if isinstance(response_format, type) and issubclass(response_format, BaseModel):
-        return response_format.model_json_schema(), response_format
+        return model_schema(response_format), response_format
     if isinstance(response_format, Mapping):
         kind = response_format.get("type")
         if kind == "json_object":
