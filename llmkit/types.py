@@ -6,9 +6,9 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SkipValidation
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
 
-from llmkit.errors import InvalidRequestError
+from llmkit.errors import InvalidRequestError, redact
 
 __all__ = [
     "Capabilities",
@@ -247,3 +247,8 @@ class ModelInfo(_Model):
     capabilities: Capabilities = Field(default_factory=Capabilities)
     context_length: int | None = None
     details: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_password(cls, v: str | None) -> str | None:
+        return redact(v) if v else v

@@ -295,6 +295,64 @@ async def test_authorization_kept_on_same_origin_redirect(provider: str) -> None
         assert a.state.last_request.authorization == f"Bearer {key}"
 
 
+def reachable_errors(exc: BaseException) -> list[BaseException]:
+    """``exc`` and everything reachable from it: causes, contexts, exceptions in args."""
+    seen: list[BaseException] = []
+    todo = [exc]
+    while todo:
+        e = todo.pop()
+        if any(e is s for s in seen):
+            continue
+        seen.append(e)
+        todo.extend(x for x in (e.__cause__, e.__context__) if x is not None)
+        todo.extend(a for a in e.args if isinstance(a, BaseException))
+    return seen
+
+
+@provider_names
+@pytest.mark.parametrize("stream", [False, True])
+async def test_redirect_loop_error_holds_no_key(provider: str, stream: bool) -> None:
+    """aiohttp's TooManyRedirects carries request_info with the Authorization header: it
+    must be neither the cause nor the context of the error raised."""
+    spec = PROVIDERS[provider]
+    key = new_key()
+    async with spec.serve(ServerState()) as srv:
+        srv.state.add_fault("status", status=307, body=b"", path=spec.chat_path, times=100,
+                            headers={"Location": f"{srv.base_url}{spec.chat_path}"})
+        async with spec.make(srv.url, key, max_retries=0) as llm:
+            with pytest.raises(LLMError) as info:
+                if stream:
+                    await _drain(llm.chat_stream("hi"))
+                else:
+                    await llm.generate("hi")
+        assert srv.state.last_request.authorization == f"Bearer {key}"  # the key was sent
+    errors = reachable_errors(info.value)
+    assert [type(e).__module__.split(".")[0] for e in errors] == ["llmkit"]
+    for e in errors:
+        assert_no_key(key, *error_texts(e), repr(e.args))
+        assert getattr(e, "request_info", None) is None
+
+
+async def test_url_password_never_shown(
+    refused_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    password = f"pw-{uuid.uuid4().hex[:12]}"
+    url = refused_url.replace("http://", f"http://alice:{password}@") + "/v1"
+    caplog.set_level(logging.DEBUG)
+    config = LLMConfig(provider="openai", model="gpt-4o-mini", base_url=url, timeout=2.0,
+                       max_retries=1, extra=FAST_RETRY)
+    async with OpenAILLM(config) as llm:
+        with pytest.raises(LLMConnectionError) as info:
+            await llm.generate("hi")
+        texts = [repr(config), str(config), repr(llm), repr(llm.get_model_info())]
+    assert "alice:***@" in str(info.value)
+    for e in reachable_errors(info.value):
+        texts += [*error_texts(e), repr(e.args)]
+    texts += [caplog.text, *(repr(r.__dict__) for r in caplog.records)]
+    for text in texts:
+        assert password not in text, text[:300]
+
+
 # --------------------------------------------------------------------------- TLS
 
 
