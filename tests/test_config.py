@@ -146,3 +146,59 @@ def test_interpolation_is_text_only(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 def test_missing_file_is_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "missing.yaml")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan"), -1, 0, "0s", dt.timedelta(0)])
+def test_timeout_must_be_finite_and_positive(value: object) -> None:
+    with pytest.raises(pydantic.ValidationError, match="timeout"):
+        LLMConfig(provider="openai", model="m", timeout=value)
+
+
+def test_default_used_when_variable_is_set_but_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "llm:\n  provider: openai\n  model: ${MODEL:-gpt-default}\n  base_url: ${URL}\n"
+    )
+    monkeypatch.setenv("MODEL", "")
+    monkeypatch.setenv("URL", "")  # ${VAR} without a default: the empty value, as POSIX
+    cfg = load_config(path)
+    assert cfg.model == "gpt-default"
+    monkeypatch.setenv("MODEL", "gpt-set")
+    assert load_config(path).model == "gpt-set"
+    monkeypatch.delenv("MODEL")
+    assert load_config(path).model == "gpt-default"
+
+
+@pytest.mark.parametrize("url", ["localhost:8080/v1", "127.0.0.1:8080", "ftp://h/v1", "http://"])
+def test_base_url_without_http_scheme_is_config_error_at_once(url: str) -> None:
+    from llmkit import OpenAILLM
+
+    with pytest.raises(ConfigError, match="base_url must be an absolute"):
+        OpenAILLM(model="m", base_url=url)
+
+
+async def test_openai_config_built_directly_reads_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmkit import OpenAILLM
+    from tests.servers import ServerState, serve_openai
+
+    state = ServerState(api_key=KEY)
+    async with serve_openai(state) as srv:
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        async with OpenAILLM(LLMConfig(provider="openai", model="gpt-4o-mini")) as llm:
+            assert await llm.generate("hi")
+            assert llm.get_model_info().base_url == srv.url
+            assert KEY not in repr(llm)
+        assert state.last_request.authorization == f"Bearer {KEY}"
+        # an explicit setting wins over the environment
+        monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+        cfg = LLMConfig(provider="openai", model="gpt-4o-mini", base_url=srv.url, api_key=KEY)
+        async with OpenAILLM(cfg) as llm:
+            assert await llm.generate("hi")

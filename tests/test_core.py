@@ -266,3 +266,24 @@ def test_404_without_an_api_body_points_at_the_url() -> None:
 def test_pickled_error_keeps_retryable() -> None:
     err = error_from_response(429, b'{"error": {"message": "q", "code": "insufficient_quota"}}')
     assert not pickle.loads(pickle.dumps(err)).retryable
+
+
+def test_registered_name_wins_over_builtin_alias() -> None:
+    register_provider("hf", lambda cfg: EchoLLM(cfg))
+    try:
+        llm = create_llm({"provider": "hf", "model": "m"})
+        assert isinstance(llm, EchoLLM)
+        assert llm.provider == "hf"
+        assert isinstance(LLMFactory().create_llm({"provider": "HF", "model": "m"}), EchoLLM)
+    finally:
+        unregister_provider("hf")
+    # the alias is back
+    assert type(create_llm({"provider": "hf", "model": "m"})).__name__ == "HuggingFaceLLM"
+
+
+def test_tool_call_positional_arguments() -> None:
+    from llmkit import ToolCall
+
+    call = ToolCall("call_1", "get_weather", {"city": "Paris"})
+    assert (call.id, call.name, call.arguments) == ("call_1", "get_weather", {"city": "Paris"})
+    assert call == ToolCall(id="call_1", name="get_weather", arguments={"city": "Paris"})
