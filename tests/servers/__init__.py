@@ -60,6 +60,16 @@ async def serve(
     state = state if state is not None else ServerState()
     async with run_server(factory(state)) as base:
         yield ServerHandle(url=base + suffix, base_url=base, state=state)
+    assert_spec_conformant(state)
+
+
+def assert_spec_conformant(state: ServerState) -> None:
+    """Fail when the server received or sent a body its provider's spec does not allow."""
+    if state.spec_violations:
+        raise AssertionError(
+            "wire bodies violate the provider specification:\n  "
+            + "\n  ".join(state.spec_violations)
+        )
 
 
 def serve_openai(state: ServerState | None = None) -> AbstractAsyncContextManager[ServerHandle]:
@@ -90,6 +100,7 @@ __all__ = [
     "RecordedRequest",
     "ServerHandle",
     "ServerState",
+    "assert_spec_conformant",
     "default_hub_models",
     "embed_base64",
     "embed_text",

@@ -38,6 +38,7 @@ from aiohttp import web
 from .base import (
     CREATED_TS,
     JSON,
+    SPEC_FLAVOUR_KEY,
     EventWriter,
     ProviderSpec,
     ServerState,
@@ -438,7 +439,6 @@ def _add_tgi_routes(app: web.Application, state: ServerState) -> None:
             return {
                 "index": i + 1,
                 "token": token,
-                "top_tokens": None,
                 "generated_text": plan["generated"] if final else None,
                 "details": {
                     "finish_reason": plan["finish"],
@@ -599,5 +599,6 @@ def make_tgi_app(state: ServerState | None = None) -> web.Application:
     """TGI-only variant (no router feature-extraction, no Hub)."""
     state = _prepare_state(state)
     app = _new_app(state)
+    app[SPEC_FLAVOUR_KEY] = "tgi"  # its /v1/chat/completions is TGI's, not the router's
     _add_tgi_routes(app, state)
     return app
