@@ -13,8 +13,15 @@ import pytest
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # plain `pytest` invocation
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.servers import ServerHandle, ServerState, serve_hf, serve_ollama, serve_openai, serve_tgi
-from tests.servers import spec_validation
+from tests.servers import (
+    ServerHandle,
+    ServerState,
+    serve_hf,
+    serve_ollama,
+    serve_openai,
+    serve_tgi,
+    spec_validation,
+)
 
 
 @pytest.fixture

@@ -102,7 +102,7 @@ class LlamaServer:
 
     def start(self) -> LlamaServer:
         self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log")  # noqa: SIM115
+        self.log = tempfile.NamedTemporaryFile(prefix="llama-server-", suffix=".log")
         self.process = subprocess.Popen(
             [str(server_binary()), *self.args, "--host", "127.0.0.1", "--port", str(self.port)],
             stdin=subprocess.DEVNULL, stdout=self.log, stderr=subprocess.STDOUT,
