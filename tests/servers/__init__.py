@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from . import spec_validation
 from .base import (
     BODY_KINDS,
     FAULT_KINDS,
@@ -58,6 +59,8 @@ async def serve(
     suffix: str = "",
 ) -> AsyncIterator[ServerHandle]:
     state = state if state is not None else ServerState()
+    if state.validate_spec:
+        spec_validation.require_specs()
     async with run_server(factory(state)) as base:
         yield ServerHandle(url=base + suffix, base_url=base, state=state)
     assert_spec_conformant(state)

@@ -111,6 +111,12 @@ def load_spec(name: str) -> dict[str, Any]:
     return doc
 
 
+def require_specs() -> None:
+    """Load every spec now: a missing specs folder fails here, with how to fix it."""
+    for name in SPEC_FILES:
+        load_spec(name)
+
+
 _REF_PREFIX = "#/components/schemas/"
 _SCHEMA_MAPS = ("properties", "patternProperties", "dependentSchemas")
 _SCHEMA_ONE = (
