@@ -14,7 +14,7 @@ import orjson
 import pytest
 from pydantic import BaseModel, Field
 
-from llmkit import ContextLengthError, LLMConfig, Message, OpenAILLM, ToolCall
+from llmkit import ContextLengthError, LLMConfig, LLMError, Message, OpenAILLM, ToolCall
 from tests.conformance.llama_server import LlamaServer
 
 GREEDY: dict[str, Any] = {"temperature": 0.0, "max_tokens": 24}
@@ -251,3 +251,49 @@ async def test_model_info_context_length_from_server(llama_chat: LlamaServer) ->
 async def test_health_check_healthy(llama_chat: LlamaServer) -> None:
     async with llm_for(llama_chat) as llm:
         assert await llm.health_check() is None
+
+
+async def test_batch_generate_matches_sequential_calls(llama_chat: LlamaServer) -> None:
+    prompts = [f"Prompt number {i}." for i in range(8)]
+    async with llm_for(llama_chat) as llm:
+        one_by_one = [await llm.generate(p, **GREEDY) for p in prompts]
+        batched = await llm.batch_generate(prompts, concurrency=4, temperature=0.0, max_tokens=24)
+    assert batched == one_by_one  # the server's 4 slots in parallel, order kept
+    assert len(set(batched)) > 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10: ChatResponse.logprobs stays None although "
+                   "the server returns logprobs.content")
+async def test_logprobs_are_returned(llama_chat: LlamaServer) -> None:
+    async with llm_for(llama_chat) as llm:
+        response = await llm.chat("Two tokens.", temperature=0.0, max_tokens=2,
+                                  logprobs=True, top_logprobs=2)
+    raw = response.raw["choices"][0]["logprobs"]["content"]
+    assert len(raw) == 2
+    assert response.logprobs == raw
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10: raw create_chat_completion does not count its "
+                   "usage in get_token_usage()")
+async def test_raw_completion_usage_is_counted(llama_chat: LlamaServer) -> None:
+    request = {"messages": [{"role": "user", "content": "Count me."}], **GREEDY}
+    async with llm_for(llama_chat) as llm:
+        whole = await llm.create_chat_completion(request)
+        stream = await llm.create_chat_completion(
+            {**request, "stream": True, "stream_options": {"include_usage": True}}
+        )
+        assert [c async for c in stream]
+        usage = llm.get_token_usage()
+    assert usage.completion_tokens == 2 * whole["usage"]["completion_tokens"]
+
+
+async def test_embedding_input_longer_than_the_batch_is_a_clear_error(
+    llama_embed: LlamaServer,
+) -> None:
+    """llama.cpp answers 500 "input (N tokens) is too large to process" (README): a typed
+    error naming the cause, not a hang."""
+    async with llm_for(llama_embed, model="minilm", max_retries=1) as llm:
+        with pytest.raises(LLMError) as info:
+            await llm.embed("word " * 900)
+    assert "too large" in info.value.message
+    assert info.value.status == 500

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from pydantic import BaseModel
 
-from llmkit import HuggingFaceLLM, InvalidRequestError, LLMConfig, OllamaLLM, OpenAILLM
+from llmkit import HuggingFaceLLM, InvalidRequestError, LLMConfig, Message, OllamaLLM, OpenAILLM
 from tests.servers import ServerState, serve, serve_hf, serve_ollama, serve_openai, serve_tgi
 from tests.servers.hf_server import make_tgi_app
 
@@ -119,3 +119,51 @@ async def test_strict_server_rejects_an_undocumented_field() -> None:
                 assert resp.status == 400
                 assert "top_kk" in (await resp.json())["error"]
     assert len(state.spec_violations) == 1
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10: an unknown option name is sent as a body field "
+                   "instead of raising InvalidRequestError naming it")
+async def test_openai_unknown_option_is_refused_before_sending() -> None:
+    async with serve_openai() as srv, openai_llm(srv.url) as llm:
+        with pytest.raises(InvalidRequestError, match="temprature"):
+            await llm.generate("hi", temprature=0.5)
+    assert srv.state.request_count == 0
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10: extra_body is sent as a field named "
+                   "'extra_body' instead of being merged into the body")
+async def test_openai_extra_body_is_merged() -> None:
+    async with serve_openai() as srv, openai_llm(srv.url) as llm:
+        await llm.generate("hi", extra_body={"logit_bias": {"42": 5}})
+    assert srv.state.last_request.json["logit_bias"] == {"42": 5}
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10: Message.images are dropped instead of sent as "
+                   "OpenAI image_url content parts")
+async def test_openai_message_images_are_sent_as_image_parts() -> None:
+    image = "https://example.com/cat.png"
+    async with serve_openai() as srv, openai_llm(srv.url) as llm:
+        await llm.chat([Message(role="user", content="What is this?", images=[image])])
+    content = srv.state.last_request.json["messages"][0]["content"]
+    assert {"type": "image_url", "image_url": {"url": image}} in content
+
+
+@pytest.mark.xfail(strict=True, reason="issue 10: tool_choice='bogus' becomes a request for a "
+                   "function named 'bogus' instead of an InvalidRequestError")
+async def test_openai_bogus_tool_choice_is_refused() -> None:
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    async with serve_openai() as srv, openai_llm(srv.url) as llm:
+        with pytest.raises(InvalidRequestError, match="bogus"):
+            await llm.chat("hi", tools=[tool], tool_choice="bogus")
+    assert srv.state.request_count == 0
+
+
+async def test_tgi_generate_response_format_as_grammar() -> None:
+    async with serve_tgi() as srv, HuggingFaceLLM(
+        model="tgi", base_url=srv.url, max_retries=0, extra={"api": "tgi", **FAST_RETRY},
+    ) as llm:
+        response = await llm.chat("Which city?", response_format=City)
+    assert isinstance(response.parsed, City)
+    grammar = srv.state.last_request.json["parameters"]["grammar"]
+    assert grammar["type"] == "json"
+    assert grammar["value"]["properties"] == City.model_json_schema()["properties"]

@@ -53,7 +53,7 @@ from .base import (
     split_pieces,
     tgi_error_body,
 )
-from .openai_server import ChatErrors, make_chat_handler
+from .openai_server import ChatErrors, make_chat_handler, structured_reply
 
 DEFAULT_HF_MODELS = [
     "meta-llama/Llama-3.1-8B-Instruct",
@@ -415,6 +415,9 @@ def _add_tgi_routes(
         if state.loading:
             return loading_response(state, (state.models or ["tgi"])[0])
         text = state.reply if state.reply is not None else "Echo: " + inputs
+        grammar = params.get("grammar")
+        if isinstance(grammar, dict) and grammar.get("type") == "json":
+            text = structured_reply(grammar) or text  # same {"type": "json", "value"} shape
         pieces = split_pieces(text)
         finish = "eos_token"
         if isinstance(max_new, int) and len(pieces) > max_new:

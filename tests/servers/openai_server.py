@@ -261,6 +261,9 @@ def structured_reply(response_format: JSON) -> str | None:
         return orjson.dumps(schema_instance(schema)).decode()
     if kind == "json_object":
         return '{"result": "text"}'
+    if kind == "json":  # TGI's messages API: {"type": "json", "value": <schema>}
+        value = response_format.get("value")
+        return orjson.dumps(schema_instance(value if isinstance(value, dict) else {})).decode()
     return None
 
 
