@@ -167,3 +167,14 @@ async def test_tgi_generate_response_format_as_grammar() -> None:
     grammar = srv.state.last_request.json["parameters"]["grammar"]
     assert grammar["type"] == "json"
     assert grammar["value"]["properties"] == City.model_json_schema()["properties"]
+
+
+@pytest.mark.xfail(strict=True, reason="issue 11: TGI's max_stop_sequences (from /info) is not "
+                   "checked before sending: 5 stop sequences go on the wire")
+async def test_tgi_stop_sequence_limit_checked_before_sending() -> None:
+    async with serve_tgi() as srv, HuggingFaceLLM(
+        model="tgi", base_url=srv.url, max_retries=0, extra={"api": "tgi", **FAST_RETRY},
+    ) as llm:
+        with pytest.raises(InvalidRequestError, match="stop"):
+            await llm.generate("hi", stop=["1", "2", "3", "4", "5"])
+    assert srv.state.requests_to("/generate") == []
