@@ -22,6 +22,7 @@ contents are not recorded.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -93,6 +94,7 @@ def uninstrument() -> None:
     set_instrumentation(None)
 
 
+@functools.lru_cache(maxsize=256)
 def _server(base_url: str | None) -> dict[str, Any]:
     if not base_url or "://" not in base_url:
         return {}
@@ -183,17 +185,18 @@ class _OTelSpan:
             for chunk in result:  # a stream replayed from the cache
                 self.chunk(chunk)
         response_model = self.response_model or self.request_model
-        span.set_attribute("gen_ai.response.model", response_model)
+        done: dict[str, Any] = {"gen_ai.response.model": response_model}
         if self.finish_reasons:
-            span.set_attribute("gen_ai.response.finish_reasons", self.finish_reasons)
+            done["gen_ai.response.finish_reasons"] = self.finish_reasons
         if cached:
-            span.set_attribute("llmkit.cache_hit", True)
+            done["llmkit.cache_hit"] = True
         attributes = {**self.common, "gen_ai.response.model": response_model}
         if usage is not None and not cached:
-            span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
+            done["gen_ai.usage.input_tokens"] = usage.prompt_tokens
+            done["gen_ai.usage.output_tokens"] = usage.completion_tokens
             self.owner.tokens.record(usage.prompt_tokens, {**attributes, "gen_ai.token.type": "input"})
             self.owner.tokens.record(usage.completion_tokens, {**attributes, "gen_ai.token.type": "output"})
+        span.set_attributes(done)
         self.owner.duration.record(time.perf_counter() - self.started, attributes)
         span.end()
 
