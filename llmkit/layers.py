@@ -102,9 +102,8 @@ def install(cls: type[BaseLLM]) -> None:
         setattr(cls, name, wrap(name, fn))
 
 
-def _plain(llm: BaseLLM) -> bool:
-    if not llm._layered and _instrumentation is None:
-        return True
+def _inside(llm: BaseLLM) -> bool:
+    """True inside an observed call on ``llm`` (one of its methods calling another)."""
     call = _call.get()
     return call is not None and call.llm is llm
 
@@ -112,7 +111,7 @@ def _plain(llm: BaseLLM) -> bool:
 def _wrap_coroutine(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def method(self: BaseLLM, *args: Any, **kwargs: Any) -> Any:
-        if _plain(self):
+        if (not self._layered and _instrumentation is None) or _inside(self):
             return fn(self, *args, **kwargs)
         return _observed(self, name, fn, args, kwargs)
 
@@ -123,7 +122,7 @@ def _wrap_coroutine(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_stream(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def method(self: BaseLLM, *args: Any, **kwargs: Any) -> Any:
-        if _plain(self):
+        if (not self._layered and _instrumentation is None) or _inside(self):
             return fn(self, *args, **kwargs)
         return _observed_stream(self, name, fn, args, kwargs)
 
@@ -255,16 +254,22 @@ async def _observed_stream(
             yield item
     except GeneratorExit:
         # the consumer stopped early: what it got is not a complete reply (not cached)
-        await _step(obs, inner.aclose(), record=True)
+        await _step(obs, _close(inner), record=True)
         if span is not None:
             span.finish(None, obs.record.usage)
         raise
     except BaseException as exc:
-        await _step(obs, inner.aclose(), record=True)
+        await _step(obs, _close(inner), record=True)
         await _step(obs, obs.failed(exc))
         raise
     if completed:
         await _step(obs, obs.succeeded(received if received is not None else []))
+
+
+async def _close(stream: Any) -> None:
+    aclose = getattr(stream, "aclose", None)  # a custom provider's plain async iterator has none
+    if aclose is not None:
+        await aclose()
 
 
 async def _step(obs: _Observation, awaitable: Any, *, record: bool = False) -> Any:

@@ -75,6 +75,16 @@ class _LoopThread:
             future.cancel()  # interrupted (Ctrl-C): do not leave the call running
             raise
 
+    def close_stream(self, stream: AsyncIterator[Any]) -> None:
+        aclose = getattr(stream, "aclose", None)
+        loop = self._loop
+        if aclose is None or loop is None:
+            return
+        if threading.current_thread() is self._thread:  # collected on the loop thread
+            loop.create_task(aclose())
+        else:
+            self.run(aclose())
+
     def stop(self) -> None:
         """Close the instances still open, then stop the loop and its thread."""
         loop, thread = self._loop, self._thread
@@ -122,9 +132,7 @@ def _iterate(stream: AsyncIterator[T]) -> Iterator[T]:
                 return
             yield item
     finally:
-        aclose = getattr(stream, "aclose", None)
-        if aclose is not None and _runner._loop is not None:
-            _runner.run(aclose())
+        _runner.close_stream(stream)
 
 
 def _blocking(value: Any) -> Any:
