@@ -136,7 +136,8 @@ class ReplyCache:
     def __repr__(self) -> str:
         return f"ReplyCache({self.path!r})"
 
-    key = staticmethod(request_key)
+    def key(self, llm: BaseLLM, operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+        return request_key(llm, operation, args, kwargs)
 
     # ------------------------------------------------------------------ storage (threads)
 

@@ -10,6 +10,7 @@ stream's. When every member fails, the last member's error is raised, with every
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar
@@ -90,37 +91,62 @@ class FallbackLLM(BaseLLM):
 
     async def _first(self, call: Callable[[BaseLLM], Awaitable[Any]]) -> Any:
         failures: list[LLMError] = []
-        for member in self.members:
-            try:
-                return await call(member)
-            except LLMError as exc:
-                failures.append(exc)
-                if not _moves_on(exc) or member is self.members[-1]:
-                    exc.attempts = failures  # type: ignore[attr-defined]
-                    raise
-        raise AssertionError("unreachable: the last member's error is raised")
-
-    async def _first_stream(
-        self, open_stream: Callable[[BaseLLM], AsyncGenerator[Any, None]]
-    ) -> AsyncGenerator[Any, None]:
-        failures: list[LLMError] = []
-        for member in self.members:
-            stream = open_stream(member)
-            async with aclosing(stream):
+        started = time.perf_counter()
+        self._metrics.start()
+        try:
+            for member in self.members:
                 try:
-                    first = await stream.__anext__()
-                except StopAsyncIteration:
-                    return
+                    result = await call(member)
                 except LLMError as exc:
                     failures.append(exc)
                     if not _moves_on(exc) or member is self.members[-1]:
                         exc.attempts = failures  # type: ignore[attr-defined]
                         raise
                     continue
-                yield first
-                async for item in stream:
-                    yield item
-                return
+                self._metrics.finish(time.perf_counter() - started)
+                return result
+        except BaseException as exc:
+            self._metrics.finish(0.0, exc.type if isinstance(exc, LLMError) else "cancelled")
+            raise
+        raise AssertionError("unreachable: the last member's result or error is returned")
+
+    async def _first_stream(
+        self, open_stream: Callable[[BaseLLM], AsyncGenerator[Any, None]]
+    ) -> AsyncGenerator[Any, None]:
+        failures: list[LLMError] = []
+        started = time.perf_counter()
+        self._metrics.start()
+        error_type: str | None = "cancelled"
+        try:
+            for member in self.members:
+                async with aclosing(open_stream(member)) as stream:
+                    try:
+                        first = await stream.__anext__()
+                    except StopAsyncIteration:
+                        error_type = None
+                        return
+                    except LLMError as exc:
+                        failures.append(exc)
+                        if not _moves_on(exc) or member is self.members[-1]:
+                            exc.attempts = failures  # type: ignore[attr-defined]
+                            raise
+                        continue
+                    yield first
+                    async for item in stream:
+                        yield item
+                    error_type = None
+                    return
+        except LLMError as exc:
+            error_type = exc.type
+            raise
+        except GeneratorExit:
+            error_type = None  # the consumer stopped reading: not a failure
+            raise
+        finally:
+            if error_type is None:
+                self._metrics.finish(time.perf_counter() - started)
+            else:
+                self._metrics.finish(0.0, error_type)
 
     # ------------------------------------------------------------------ calls
 
@@ -182,25 +208,16 @@ class FallbackLLM(BaseLLM):
         return sum((m.get_token_usage() for m in self.members), Usage())
 
     def get_metrics(self) -> Metrics:
-        """The members' metrics, summed (latencies are the first member's; see
-        :meth:`member_metrics` for each member's own)."""
-        parts = self.member_metrics()
-        total = parts[0].model_copy()
-        for m in parts[1:]:
-            total.requests += m.requests
-            total.successes += m.successes
-            total.failures += m.failures
-            for kind, n in m.failures_by_type.items():
-                total.failures_by_type[kind] = total.failures_by_type.get(kind, 0) + n
-            total.retries += m.retries
-            total.in_flight += m.in_flight
-            total.max_in_flight = max(total.max_in_flight, m.max_in_flight)
-            total.prompt_tokens += m.prompt_tokens
-            total.completion_tokens += m.completion_tokens
-            total.total_tokens += m.total_tokens
-            total.cache_hits += m.cache_hits
-        total.cache_hits += self._metrics.snapshot().cache_hits
-        return total
+        """Calls as the caller saw them (requests, successes, failures by type, latency,
+        in flight, cache hits), with the members' retries and tokens summed; see
+        :meth:`member_metrics` for each member's own."""
+        own = self._metrics.snapshot()
+        members = self.member_metrics()
+        own.retries = sum(m.retries for m in members)
+        own.prompt_tokens = sum(m.prompt_tokens for m in members)
+        own.completion_tokens = sum(m.completion_tokens for m in members)
+        own.total_tokens = own.prompt_tokens + own.completion_tokens
+        return own
 
     def member_metrics(self) -> list[Metrics]:
         """Each member's metrics, in chain order."""

@@ -44,7 +44,8 @@ class HookEvent:
     attempt: int = 0
     """0 for the first attempt, n for the n-th retry."""
     status: int | None = None
-    """The HTTP status, where there is one."""
+    """The HTTP status where one is known: a failed attempt's, a streamed response's (a
+    non-streamed success is any 2xx and reports None); None for providers without HTTP."""
     duration: float | None = None
     """Seconds since the call started (``response``, ``error``)."""
     usage: Usage | None = None

@@ -79,6 +79,7 @@ async def test_moves_on_after_the_members_own_retries(
         response = await llm.chat("hi")
         reply = await llm.generate("hi")
         metrics = llm.member_metrics()
+        overall = llm.get_metrics()
     assert reply == response.content == "from ollama"
     assert response.model == "llama3.2"
     sent = len(a.state.requests_to(OPENAI_CHAT))
@@ -87,6 +88,9 @@ async def test_moves_on_after_the_members_own_retries(
     assert metrics[0].failures_by_type == {error.type: 2}
     assert metrics[0].retries == 2 * retried
     assert metrics[1].successes == 2 and metrics[1].failures == 0
+    # the caller's view: two calls, both answered
+    assert (overall.requests, overall.successes, overall.failures) == (2, 2, 0)
+    assert overall.retries == 2 * retried and overall.total_tokens == metrics[1].total_tokens > 0
 
 
 async def test_other_errors_raise_at_once(servers: tuple[ServerHandle, ServerHandle]) -> None:
@@ -108,6 +112,7 @@ async def test_all_failing_raises_the_last_error_with_every_attempt(
     async with create_llm(chain(a.url, b.url)) as llm:
         with pytest.raises(ServerError) as info:
             await llm.chat("hi")
+        assert llm.get_metrics().failures_by_type == {"server_error": 1}
     err = info.value
     assert err.provider == "ollama" and err.status == 502
     attempts = err.attempts  # type: ignore[attr-defined]
@@ -138,6 +143,7 @@ async def test_stream_does_not_move_on_after_its_first_chunk(
             async with aclosing(llm.generate_stream("hi")) as deltas:
                 async for delta in deltas:
                     got.append(delta)
+        assert llm.get_metrics().failures_by_type == {"stream_error": 1}
     assert got and "".join(got) != "from ollama"
     assert len(b.state.requests_to(OLLAMA_CHAT)) == 0
 
