@@ -143,6 +143,7 @@ class ReplyCache:
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None)
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable across crashes of the app
         if not self._ready:
             with self._init_lock:
                 if not self._ready:
