@@ -229,41 +229,41 @@ async def _observed_stream(
 ) -> AsyncGenerator[Any, None]:
     obs = _Observation(llm, operation, args, kwargs)
     span = obs.span
-    stored = await _step(obs, obs.cached())
-    if stored is not None:
-        items = obs.cache.decode(operation, stored, kwargs, llm.provider)  # type: ignore[union-attr]
-        obs.hit(items)
-        for item in items:
-            yield item
-        return
-    await _step(obs, obs.before())
-    inner = fn(llm, *args, **kwargs)
-    received: list[Any] | None = [] if obs.key is not None else None
-    completed = False
+    inner: AsyncGenerator[Any, None] | None = None
+    received: list[Any] = []
     try:
+        stored = await _step(obs, obs.cached())
+        if stored is not None:
+            items = obs.cache.decode(operation, stored, kwargs, llm.provider)  # type: ignore[union-attr]
+            obs.hit(items)
+            for item in items:
+                yield item
+            return
+        await _step(obs, obs.before())
+        inner = fn(llm, *args, **kwargs)
         while True:
             try:
                 item = await _step(obs, inner.__anext__(), record=True)
             except StopAsyncIteration:
-                completed = True
                 break
-            if received is not None:
+            if obs.key is not None:
                 received.append(item)
             if span is not None:
                 span.chunk(item)
             yield item
     except GeneratorExit:
         # the consumer stopped early: what it got is not a complete reply (not cached)
-        await _step(obs, _close(inner), record=True)
-        if span is not None:
-            span.finish(None, obs.record.usage)
+        if inner is not None:
+            await _step(obs, _close(inner), record=True)
+            if span is not None:
+                span.finish(None, obs.record.usage)
         raise
     except BaseException as exc:
-        await _step(obs, _close(inner), record=True)
+        if inner is not None:
+            await _step(obs, _close(inner), record=True)
         await _step(obs, obs.failed(exc))
         raise
-    if completed:
-        await _step(obs, obs.succeeded(received if received is not None else []))
+    await _step(obs, obs.succeeded(received))
 
 
 async def _close(stream: Any) -> None:
