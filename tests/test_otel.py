@@ -197,3 +197,12 @@ def test_without_instrument_nothing_is_imported() -> None:
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+async def test_a_stream_failing_before_its_first_chunk_ends_its_span(otel: Telemetry, tmp_path: Path) -> None:
+    llm = MockLLM({"cache": str(tmp_path / "no-such-dir" / "c.sqlite")})
+    with pytest.raises(llmkit.ConfigError):
+        _ = [d async for d in llm.generate_stream("hi")]
+    [span] = otel.finished()
+    assert span.status.status_code == StatusCode.ERROR
+    assert span.attributes["error.type"] == "configuration"  # type: ignore[index]
