@@ -152,3 +152,24 @@ async def test_no_hooks_means_no_layer(server: ServerHandle) -> None:
         stream = llm.chat_stream("hi")
         assert stream.ag_code.co_qualname == "_observed_stream"
         await stream.aclose()
+
+
+class Custom(llmkit.BaseLLM):
+    """A user's provider: only ``generate``; ``chat`` and the streams come from BaseLLM."""
+
+    async def generate(self, messages: Any, **options: Any) -> str:
+        self._record_usage(llmkit.Usage.of(2, 3))
+        return "custom reply"
+
+
+async def test_a_custom_provider_reports_each_call_once() -> None:
+    llm = Custom("custom-model")
+    seen = record(llm)
+    response = await llm.chat("hi")  # BaseLLM.chat calls generate: still one call
+    assert response.content == "custom reply"
+    assert [e.event for e in seen] == ["request", "response"]
+    assert seen[-1].usage == llmkit.Usage.of(2, 3) and seen[-1].model == "custom-model"
+    seen.clear()
+    assert "".join([c.delta async for c in llm.chat_stream("hi")]) == "custom reply"
+    assert [e.event for e in seen] == ["request", "response"]
+    assert seen[-1].usage == llmkit.Usage.of(2, 3)
