@@ -3,8 +3,10 @@ concurrency slot of the instance's limiter for the call, and count it in the met
 
 :class:`~llmkit.base.BaseLLM` wraps the call methods each subclass defines, so a custom
 provider implementing only ``generate`` obeys ``max_concurrency`` like the built-in ones.
-Providers whose transport takes a slot per HTTP attempt (``limits_per_attempt``) get the
-closed check only, so no request holds two slots.
+Providers that take slots and count calls themselves (``_takes_own_slots()``: the HTTP
+transport per attempt, a fallback through its members) get the closed check only, and
+their own coroutine or async generator back with no layer around it, so no request holds
+two slots and no chunk pays for a wrapper.
 
 A call made from inside a call of the same instance (a ``chat_stream`` built on ``chat``,
 a ``generate`` that calls ``chat``) runs under the slot already held: a context variable
@@ -57,91 +59,97 @@ def _error_type(exc: BaseException) -> str:
 
 
 def _needs_slot(llm: BaseLLM) -> bool:
-    return not llm.limits_per_attempt and llm._limiter not in _held.get()
+    return llm._limiter not in _held.get() and not llm._takes_own_slots()
 
 
-def _guard_call(
-    fn: Callable[..., Coroutine[Any, Any, Any]],
-) -> Callable[..., Coroutine[Any, Any, Any]]:
+def _guard_call(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     @functools.wraps(fn)
-    async def call(self: BaseLLM, *args: Any, **kwargs: Any) -> Any:
+    def call(self: BaseLLM, *args: Any, **kwargs: Any) -> Any:
         check_open(self)
         if not _needs_slot(self):
-            return await fn(self, *args, **kwargs)
-        limiter, metrics = self._limiter, self._metrics
-        metrics.start()
-        started = time.perf_counter()
-        try:
-            await limiter.acquire()
-            token = _held.set(_held.get() | {limiter})
-            try:
-                result = await fn(self, *args, **kwargs)
-            finally:
-                _held.reset(token)
-                limiter.release()
-        except BaseException as exc:
-            metrics.finish(0.0, _error_type(exc))
-            raise
-        metrics.finish(time.perf_counter() - started)
-        return result
+            return fn(self, *args, **kwargs)  # the provider's own coroutine: no extra layer
+        return _slotted_call(self, fn, args, kwargs)
 
     return call
 
 
+async def _slotted_call(
+    llm: BaseLLM,
+    fn: Callable[..., Coroutine[Any, Any, Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> Any:
+    limiter, metrics = llm._limiter, llm._metrics
+    metrics.start()
+    started = time.perf_counter()
+    try:
+        await limiter.acquire()
+        token = _held.set(_held.get() | {limiter})
+        try:
+            result = await fn(llm, *args, **kwargs)
+        finally:
+            _held.reset(token)
+            limiter.release()
+    except BaseException as exc:
+        metrics.finish(0.0, _error_type(exc))
+        raise
+    metrics.finish(time.perf_counter() - started)
+    return result
+
+
 def _guard_stream(fn: Callable[..., AsyncGenerator[Any, None]]) -> Callable[..., Any]:
     @functools.wraps(fn)
-    async def stream(self: BaseLLM, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+    def stream(self: BaseLLM, *args: Any, **kwargs: Any) -> Any:
         check_open(self)
         if not _needs_slot(self):
-            agen = fn(self, *args, **kwargs)
-            try:
-                async for item in agen:
-                    yield item
-            finally:
-                await agen.aclose()
-            return
-        limiter, metrics = self._limiter, self._metrics
-        metrics.start()
-        started = time.perf_counter()
-        error: str | None = "cancelled"
-        await _acquire_counted(limiter, metrics)
-        agen = fn(self, *args, **kwargs)
-        try:
-            while True:
-                token = _held.set(_held.get() | {limiter})
-                try:
-                    item = await agen.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    _held.reset(token)
-                yield item
-            error = None
-        except GeneratorExit:
-            error = None  # the consumer stopped early: not a failure
-            raise
-        except BaseException as exc:
-            error = _error_type(exc)
-            raise
-        finally:
-            try:
-                await agen.aclose()
-            finally:
-                limiter.release()
-                if error is None:
-                    metrics.finish(time.perf_counter() - started)
-                else:
-                    metrics.finish(0.0, error)
+            return fn(self, *args, **kwargs)  # the provider's own generator: no extra layer
+        return _slotted_stream(self, fn, args, kwargs)
 
     return stream
 
 
-async def _acquire_counted(limiter: ConcurrencyLimiter, metrics: Any) -> None:
+async def _slotted_stream(
+    llm: BaseLLM,
+    fn: Callable[..., AsyncGenerator[Any, None]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+) -> AsyncGenerator[Any, None]:
+    limiter, metrics = llm._limiter, llm._metrics
+    metrics.start()
+    started = time.perf_counter()
+    error: str | None = "cancelled"
     try:
         await limiter.acquire()
     except BaseException as exc:
         metrics.finish(0.0, _error_type(exc))
         raise
+    agen = fn(llm, *args, **kwargs)
+    try:
+        while True:
+            token = _held.set(_held.get() | {limiter})
+            try:
+                item = await agen.__anext__()
+            except StopAsyncIteration:
+                break
+            finally:
+                _held.reset(token)
+            yield item
+        error = None
+    except GeneratorExit:
+        error = None  # the consumer stopped early: not a failure
+        raise
+    except BaseException as exc:
+        error = _error_type(exc)
+        raise
+    finally:
+        try:
+            await agen.aclose()
+        finally:
+            limiter.release()
+            if error is None:
+                metrics.finish(time.perf_counter() - started)
+            else:
+                metrics.finish(0.0, error)
 
 
 _guarded: set[Callable[..., Any]] = set()
@@ -151,8 +159,13 @@ def guard_methods(cls: type[BaseLLM]) -> None:
     """Wrap the call methods ``cls`` itself defines."""
     for name in GUARDED_CALLS:
         fn = cls.__dict__.get(name)
-        if fn is None or fn in _guarded or not callable(fn):
+        if fn is None or fn in _guarded:
             continue
-        wrapped = _guard_stream(fn) if inspect.isasyncgenfunction(fn) else _guard_call(fn)
+        if inspect.isasyncgenfunction(fn):
+            wrapped = _guard_stream(fn)
+        elif inspect.iscoroutinefunction(fn):
+            wrapped = _guard_call(fn)
+        else:  # a plain function returning an iterator or awaitable: left as it is
+            continue
         _guarded.add(wrapped)
         setattr(cls, name, wrapped)

@@ -31,6 +31,8 @@ class Metrics(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cache_hits: int = 0
+    """Replies served from the reply cache (``LLMConfig.cache``); not in ``requests``."""
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -50,6 +52,7 @@ class MetricsRecorder:
     counts; without one, every started call that has not finished counts as in flight."""
 
     __slots__ = (
+        "_cache_hits",
         "_completion",
         "_failures",
         "_in_flight",
@@ -75,6 +78,7 @@ class MetricsRecorder:
         self._latencies: deque[float] = deque(maxlen=window)
         self._prompt = 0
         self._completion = 0
+        self._cache_hits = 0
 
     def start(self) -> None:
         with self._lock:
@@ -95,6 +99,10 @@ class MetricsRecorder:
     def retry(self) -> None:
         with self._lock:
             self._retries += 1
+
+    def cache_hit(self) -> None:
+        with self._lock:
+            self._cache_hits += 1
 
     def add_usage(self, prompt: int, completion: int) -> None:
         with self._lock:
@@ -120,6 +128,7 @@ class MetricsRecorder:
                 prompt_tokens=self._prompt,
                 completion_tokens=self._completion,
                 total_tokens=self._prompt + self._completion,
+                cache_hits=self._cache_hits,
             )
         limiter = self._limiter
         if limiter is not None:

@@ -25,6 +25,7 @@ from llmkit.errors import (
     redact,
     register_secret,
 )
+from llmkit.hooks import Hooks
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
 from llmkit.retry import RetryPolicy
@@ -86,6 +87,7 @@ class HTTPTransport:
         session_options: SessionOptions | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        hooks: Hooks | None = None,
     ) -> None:
         self.provider = provider
         self.base_url = _checked_base_url(base_url, provider)
@@ -98,6 +100,7 @@ class HTTPTransport:
         self.sessions = SessionManager(session_options)
         self.max_response_bytes = max_response_bytes
         self.max_event_bytes = max_event_bytes
+        self.hooks = hooks
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout, sock_read=timeout
@@ -135,9 +138,12 @@ class HTTPTransport:
         attempt = 0
         waits = None
         started = time.perf_counter()
+        hooks = self.hooks if self.hooks is not None and self.hooks.active else None
         metrics.start()
         try:
             while True:
+                if hooks is not None:
+                    await hooks.attempt("request", self.provider, model, attempt)
                 try:
                     async with limiter:
                         result = await self._once(
@@ -149,6 +155,8 @@ class HTTPTransport:
                     if waits is None:
                         waits = self.retry.waits()
                     delay = self.retry.delay_for(exc, next(waits))
+                    if hooks is not None:
+                        await hooks.attempt("retry", self.provider, model, attempt, error=exc, delay=delay)
                     attempt += 1
                     metrics.retry()
                     log.debug(
@@ -158,9 +166,14 @@ class HTTPTransport:
                     await asyncio.sleep(delay)
                     continue
                 metrics.finish(time.perf_counter() - started)
+                if hooks is not None:
+                    await hooks.outcome(self.provider, model, attempt, time.perf_counter() - started)
                 return result
         except LLMError as exc:
             metrics.finish(0.0, exc.type)
+            if hooks is not None:
+                duration = time.perf_counter() - started
+                await hooks.outcome(self.provider, model, attempt, duration, error=exc)
             raise
         except asyncio.CancelledError:
             metrics.finish(0.0, "cancelled")
@@ -308,11 +321,14 @@ class HTTPTransport:
         waits = None
         yielded = False
         started = time.perf_counter()
+        hooks = self.hooks if self.hooks is not None and self.hooks.active else None
         metrics.start()
         error_type: str | None = "cancelled"
         stopped_early = False
         try:
             while True:
+                if hooks is not None:
+                    await hooks.attempt("request", self.provider, model, attempt)
                 await limiter.acquire()
                 held = True
                 resp: aiohttp.ClientResponse | None = None
@@ -354,10 +370,14 @@ class HTTPTransport:
                         )
                     # The end marker: free the connection and the slot before handing it on.
                     error_type = None
+                    status = resp.status
                     _finish_response(resp, complete=True)
                     resp = None
                     held = False
                     limiter.release()
+                    if hooks is not None:
+                        duration = time.perf_counter() - started
+                        await hooks.outcome(self.provider, model, attempt, duration, status=status)
                     yielded = True
                     yield final
                     return
@@ -381,10 +401,15 @@ class HTTPTransport:
                 assert err is not None
                 if yielded or not self.retry.should_retry(err, attempt):
                     error_type = err.type
+                    if hooks is not None:
+                        duration = time.perf_counter() - started
+                        await hooks.outcome(self.provider, model, attempt, duration, error=err)
                     raise _bare(err)
                 if waits is None:
                     waits = self.retry.waits()
                 delay = self.retry.delay_for(err, next(waits))
+                if hooks is not None:
+                    await hooks.attempt("retry", self.provider, model, attempt, error=err, delay=delay)
                 attempt += 1
                 metrics.retry()
                 await asyncio.sleep(delay)

@@ -29,7 +29,6 @@ class HTTPProvider(BaseLLM):
 
     embedding_batch_size: ClassVar[int] = 256
     embedding_batch_chars: ClassVar[int] = 1_000_000
-    limits_per_attempt: ClassVar[bool] = True
     embedding_concurrency: ClassVar[int | None] = None
 
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
@@ -40,6 +39,9 @@ class HTTPProvider(BaseLLM):
 
     def _base_url(self) -> str:
         return self.config.base_url or ""
+
+    def _sends_through_transport(self) -> bool:
+        return True
 
     def _auth_headers(self, key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"} if key else {}
@@ -65,6 +67,7 @@ class HTTPProvider(BaseLLM):
             ),
             max_response_bytes=max_response,
             max_event_bytes=max_event,
+            hooks=self._hooks,
         )
 
     async def aclose(self) -> None:
