@@ -43,6 +43,10 @@ class HTTPProvider(BaseLLM):
     def _sends_through_transport(self) -> bool:
         return True
 
+    def _takes_own_slots(self) -> bool:
+        # the transport takes a slot per attempt; Hugging Face local mode takes its own
+        return True
+
     def _auth_headers(self, key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
