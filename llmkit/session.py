@@ -16,6 +16,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import AsyncGenerator, Awaitable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ import orjson
 
 from llmkit.errors import ConfigError
 
-__all__ = ["RequestTrace", "SessionManager", "SessionOptions"]
+__all__ = ["RequestTrace", "SessionManager", "SessionOptions", "current_attempt"]
 
 log = logging.getLogger("llmkit.session")
 
@@ -34,12 +35,13 @@ def _json_dumps(obj: Any) -> str:
 
 
 class RequestTrace:
-    """What one request learnt about its connection (``trace_request_ctx``)."""
+    """What one attempt learnt about its connection: ``fresh`` when the connector opened a
+    new one for it (otherwise it got a pooled keep-alive connection)."""
 
-    __slots__ = ("reused",)
+    __slots__ = ("fresh",)
 
     def __init__(self) -> None:
-        self.reused = False
+        self.fresh = False
 
     def undelivered(self, exc: BaseException) -> bool:
         """True when the request failed before the server could have read it: the write
@@ -48,19 +50,22 @@ class RequestTrace:
         once, whatever the retry settings (as httpx and urllib3 do)."""
         if isinstance(exc, ConnectionResetError):  # aiohttp's "Cannot write to closing transport"
             return True
-        return self.reused and isinstance(exc, aiohttp.ServerDisconnectedError)
+        return not self.fresh and isinstance(exc, aiohttp.ServerDisconnectedError)
 
 
-async def _on_reuse(_session: Any, ctx: Any, _params: Any) -> None:
-    trace = ctx.trace_request_ctx
-    if isinstance(trace, RequestTrace):
-        trace.reused = True
+# The attempt running in this context (set by the transport around each request).
+current_attempt: ContextVar[RequestTrace | None] = ContextVar("llmkit_attempt", default=None)
 
 
-def _trace_config() -> aiohttp.TraceConfig:
-    config = aiohttp.TraceConfig()
-    config.on_connection_reuseconn.append(_on_reuse)
-    return config
+class _Connector(aiohttp.TCPConnector):
+    """Tells the running attempt when it opens a new connection (costs nothing when a
+    pooled one is reused, unlike a TraceConfig, which adds work to every request)."""
+
+    async def _create_connection(self, req: Any, traces: Any, timeout: Any) -> Any:
+        attempt = current_attempt.get()
+        if attempt is not None:
+            attempt.fresh = True
+        return await super()._create_connection(req, traces, timeout)
 
 
 @dataclass(frozen=True)
@@ -100,7 +105,7 @@ class SessionManager:
 
     def _make(self, loop: asyncio.AbstractEventLoop) -> aiohttp.ClientSession:
         o = self.options
-        connector = aiohttp.TCPConnector(
+        connector = _Connector(
             limit=o.limit,
             limit_per_host=o.limit_per_host,
             ttl_dns_cache=o.ttl_dns_cache,
@@ -114,7 +119,6 @@ class SessionManager:
             trust_env=o.trust_env,
             auto_decompress=True,
             timeout=aiohttp.ClientTimeout(total=None),
-            trace_configs=[_trace_config()],
         )
 
     def session_for_running_loop(self) -> aiohttp.ClientSession:

@@ -29,7 +29,7 @@ from llmkit.hooks import Hooks
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
 from llmkit.retry import RetryPolicy
-from llmkit.session import RequestTrace, SessionManager, SessionOptions
+from llmkit.session import RequestTrace, SessionManager, SessionOptions, current_attempt
 from llmkit.streaming import NDJSONParser, SSEParser
 
 __all__ = ["HTTPTransport"]
@@ -196,15 +196,10 @@ class HTTPTransport:
         session = self.sessions.session_for_running_loop()
         for resend in (True, False):
             trace = RequestTrace()
+            token = current_attempt.set(trace)
             try:
                 async with session.request(
-                    method,
-                    url,
-                    data=data,
-                    headers=headers,
-                    params=params,
-                    timeout=timeout,
-                    trace_request_ctx=trace,
+                    method, url, data=data, headers=headers, params=params, timeout=timeout
                 ) as resp:
                     body = await self._read_bounded(resp)
                     status, resp_headers = resp.status, resp.headers
@@ -215,6 +210,8 @@ class HTTPTransport:
                 error = self._client_error(exc, url, stream=False)
             else:
                 return self._decode(body, status, resp_headers, ctype, charset, model, parse)
+            finally:
+                current_attempt.reset(token)
             # Raised here, outside the handler: aiohttp's exception (whose request_info holds
             # the Authorization header) is neither the cause nor the context.
             raise error
@@ -430,14 +427,10 @@ class HTTPTransport:
         session = self.sessions.session_for_running_loop()
         for resend in (True, False):
             trace = RequestTrace()
+            token = current_attempt.set(trace)
             try:
                 resp = await session.request(
-                    method,
-                    url,
-                    data=data,
-                    headers=headers,
-                    timeout=self._stream_timeout,
-                    trace_request_ctx=trace,
+                    method, url, data=data, headers=headers, timeout=self._stream_timeout
                 )
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
                 if resend and trace.undelivered(exc) and not self.sessions.closed:
@@ -447,6 +440,8 @@ class HTTPTransport:
                 if resp.status < 400:
                     return resp
                 error = await self._error_response(resp, url, model)
+            finally:
+                current_attempt.reset(token)
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
 
