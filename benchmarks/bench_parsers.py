@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--read-size", type=int, default=1024, help="bytes per read")
     args = ap.parse_args()
     print(f"reads of {args.read_size} bytes; best of {args.repeats}")
-    print("| parser | event | reads | ms | ms per MB |")
+    print("| parser | event | reads | us | ms per MB |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, make, build in (
         ("SSE", SSEParser, sse_event),
@@ -60,7 +60,7 @@ def main() -> None:
             best = min(feed_in_reads(make, data, args.read_size) for _ in range(args.repeats))
             reads = -(-len(data) // args.read_size)
             per_mb = best * 1000 / (len(data) / (1024 * 1024))
-            print(f"| {name} | {label} | {reads} | {best * 1000:.2f} | {per_mb:.2f} |")
+            print(f"| {name} | {label} | {reads} | {best * 1e6:.0f} | {per_mb:.2f} |")
 
 
 if __name__ == "__main__":

@@ -103,3 +103,26 @@ async def test_tools_sent_unchanged_across_requests(openai_server: ServerHandle)
     assert [t["function"]["name"] for t in first.json["tools"]] == ["Weather", "lookup"]
     assert third.json["response_format"] == fourth.json["response_format"]
     assert third.json["response_format"]["json_schema"]["schema"]["required"] == ["city"]
+
+
+async def test_malformed_base64_embedding_is_a_typed_error() -> None:
+    from aiohttp import web
+
+    from llmkit import StreamError
+    from tests.servers import run_server
+
+    async def embeddings(request: web.Request) -> web.Response:
+        item = {"object": "embedding", "index": 0, "embedding": "AAA="}  # 3 bytes: no float32
+        return web.json_response({"object": "list", "data": [item], "model": "m",
+                                  "usage": {"prompt_tokens": 1, "total_tokens": 1}})
+
+    app = web.Application()
+    app.add_routes([web.post("/v1/embeddings", embeddings)])
+    async with run_server(app) as url:
+        async with OpenAILLM(model="m", base_url=url + "/v1", api_key="sk-x-0123456789") as llm:
+            try:
+                await llm.embed("x")
+            except StreamError as exc:
+                assert "malformed base64 embedding" in str(exc)
+            else:  # pragma: no cover
+                raise AssertionError("no error")

@@ -218,7 +218,10 @@ class OpenAICompatible(HTTPProvider):
 
 def _vector(value: Any) -> list[float]:
     if isinstance(value, str):  # base64 little-endian float32, decoded in C
-        vector = array.array("f", base64.b64decode(value))
+        try:
+            vector = array.array("f", base64.b64decode(value, validate=True))
+        except ValueError:  # bad base64, or not a whole number of float32s
+            raise StreamError(f"malformed base64 embedding: {value[:40]!r}") from None
         if sys.byteorder != "little":
             vector.byteswap()
         return vector.tolist()
