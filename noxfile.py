@@ -29,10 +29,13 @@ def tests(session: nox.Session) -> None:
 
 
 def lowest_pins() -> list[str]:
-    """``name==floor`` for every runtime dependency pyproject declares as ``name>=floor``."""
+    """``name==floor`` for every runtime dependency (and the ``otel`` extra's) that
+    pyproject declares as ``name>=floor``. The ``local`` extra keeps the CPU torch build
+    the other sessions use."""
     project = tomllib.loads(Path("pyproject.toml").read_text(encoding="utf-8"))["project"]
     pins = []
-    for requirement in project["dependencies"]:
+    for requirement in [*project["dependencies"], *project["optional-dependencies"]["otel"]]:
+        requirement = requirement.split("#")[0]
         match = re.fullmatch(r"\s*([A-Za-z0-9_.-]+)\s*>=\s*([^,;\s]+)\s*", requirement)
         if match is None:
             raise ValueError(f"dependency without a plain >= floor: {requirement!r}")
