@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -14,11 +13,10 @@ from typing import Any, Literal
 import aiohttp
 import orjson
 
+from llmkit.client_errors import map_client_error
 from llmkit.errors import (
     ConfigError,
-    LLMConnectionError,
     LLMError,
-    LLMTimeoutError,
     ServerError,
     StreamError,
     error_from_response,
@@ -38,37 +36,6 @@ log = logging.getLogger("llmkit.http")
 
 DEFAULT_MAX_RESPONSE_BYTES = 64 * 1024 * 1024
 DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
-
-
-def map_client_error(exc: BaseException, provider: str, url: str, *, stream: bool) -> LLMError:
-    """Translate aiohttp / asyncio / OS errors into the typed errors."""
-    where = redact(url)
-    if isinstance(exc, LLMError):
-        return exc
-    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
-        what = "read" if isinstance(exc, aiohttp.SocketTimeoutError) else "request"
-        return LLMTimeoutError(f"{what} timed out: {where}", provider=provider)
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return LLMConnectionError(
-            f"TLS certificate verification failed for {where}: {exc.certificate_error}",
-            provider=provider,
-            retryable=False,
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return LLMConnectionError(f"cannot connect to {where}: {exc.os_error}", provider=provider)
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        if stream:
-            return StreamError(f"stream broken: {exc}", provider=provider)
-        return LLMConnectionError(f"response body incomplete from {where}: {exc}", provider=provider)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return LLMConnectionError(f"server disconnected: {where}", provider=provider)
-    if isinstance(exc, (aiohttp.InvalidURL, ValueError)) and not isinstance(exc, ssl.SSLError):
-        return ConfigError(f"invalid URL {where}: {exc}", provider=provider)
-    if isinstance(exc, (aiohttp.ClientOSError, OSError)):
-        return LLMConnectionError(f"connection error with {where}: {exc}", provider=provider)
-    if isinstance(exc, aiohttp.TooManyRedirects):
-        return LLMError(f"too many redirects: {where}", provider=provider)
-    return LLMConnectionError(f"HTTP client error with {where}: {exc!r}", provider=provider)
 
 
 class HTTPTransport:
