@@ -122,11 +122,17 @@ class HTTPTransport:
         timeout: float | None = None,
         parse: Literal["json", "text", "bytes"] = "json",
         retry: bool = True,
+        upload: Callable[[], Any] | None = None,
     ) -> Any:
-        """One request with retries; returns the decoded JSON body (or text/bytes)."""
+        """One request with retries; returns the decoded JSON body (or text/bytes).
+
+        ``upload`` sends a raw body instead of JSON: called once per attempt, it returns
+        what aiohttp sends (bytes, or an open binary file it streams and closes)."""
         url = self.url(path)
         data = orjson.dumps(json) if json is not None else None
         headers = self._post_headers if data is not None else self.headers
+        if upload is not None:
+            headers = {**self.headers, "Content-Type": "application/octet-stream"}
         tmo = self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
         metrics = self.metrics
         limiter = self.limiter
@@ -139,7 +145,8 @@ class HTTPTransport:
                 try:
                     async with limiter:
                         result = await self._once(
-                            method, url, data, headers, params, tmo, model, parse
+                            method, url, data if upload is None else upload(), headers,
+                            params, tmo, model, parse,
                         )
                 except LLMError as exc:
                     if not retry or not self.retry.should_retry(exc, attempt):
@@ -171,7 +178,7 @@ class HTTPTransport:
         self,
         method: str,
         url: str,
-        data: bytes | None,
+        data: Any,
         headers: Mapping[str, str],
         params: Mapping[str, Any] | None,
         timeout: aiohttp.ClientTimeout,

@@ -22,6 +22,11 @@ Behaviour (deterministic):
   ``POST /api/show``, ``GET /api/ps`` (models used since start, minus unloaded ones),
   ``GET /api/version``, ``DELETE /api/delete``, ``POST /api/pull``, ``POST /api/create``,
   ``POST /api/copy``, ``POST /api/push``, ``GET /`` ("Ollama is running").
+* ``HEAD /api/blobs/<digest>`` (200 when the server has the blob, else 404) and ``POST
+  /api/blobs/<digest>`` (201; 400 when the body's sha256 is not the digest). ``/api/create``
+  with ``files`` / ``adapters`` needs their digests uploaded first (400 ``blob ... not found``).
+* ``think`` must be a bool or one of ``high``, ``medium``, ``low``, ``max`` (else 400);
+  ``logprobs: true`` adds ``logprobs`` entries (with ``top_logprobs`` alternatives).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ OLLAMA_VERSION = "0.12.0"
 MISSING_MODEL = "missing-model"
 STREAM_PATHS = frozenset({"/api/chat", "/api/generate", "/api/pull", "/api/create", "/api/push"})
 STREAM_ERROR_MESSAGE = "an error was encountered while running the model"
+THINK_LEVELS = ("high", "medium", "low", "max")
 
 
 def normalize_model(name: str) -> str:
@@ -123,6 +129,18 @@ def _durations(prompt_tokens: int, eval_tokens: int) -> dict[str, int]:
     }
 
 
+def token_logprobs(piece: str, top: Any) -> list[dict[str, Any]]:
+    """The ``logprobs`` entries of one streamed piece (one token per piece)."""
+    entry: dict[str, Any] = {"token": piece, "logprob": -0.25, "bytes": list(piece.encode())}
+    if isinstance(top, int) and top > 0:
+        entry["top_logprobs"] = [
+            {"token": piece, "logprob": -0.25, "bytes": list(piece.encode())},
+            *({"token": f"alt{i}", "logprob": -2.0 - i, "bytes": list(f"alt{i}".encode())}
+              for i in range(1, top)),
+        ]
+    return [entry]
+
+
 def _format_reply(fmt: JSON) -> str | None:
     if fmt == "json":
         return '{"result": "text"}'
@@ -158,6 +176,7 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
         state.models = list(DEFAULT_OLLAMA_MODELS)
     models = state.models
     loaded: dict[str, None] = {}
+    blobs: dict[str, int] = {}  # digest -> size of the uploaded blob
     app = new_application()
     install_middleware(
         app,
@@ -219,9 +238,14 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
             return ollama_error(
                 400, "json: cannot unmarshal string into Go struct field ChatRequest.messages"
             )
+        think = body.get("think")
+        if think is not None and not isinstance(think, bool) and think not in THINK_LEVELS:
+            return ollama_error(400, f"invalid think value: {think!r}")
         stream = body.get("stream", True) is not False
         keep_alive = body.get("keep_alive")
         track(model, keep_alive)
+        top_logprobs = body.get("top_logprobs")
+        want_logprobs = body.get("logprobs") is True
         base = {"model": model, "created_at": CREATED_AT}
 
         def line(
@@ -239,6 +263,8 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
                 out["response"] = content
                 if thinking is not None:
                     out["thinking"] = thinking
+            if want_logprobs and content:
+                out["logprobs"] = token_logprobs(content, top_logprobs)
             out["done"] = False
             return out
 
@@ -287,7 +313,6 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
                 text = state.reply if state.reply is not None else "Echo: " + str(prompt_text)
         text, truncated = truncate_words(text, limit)
         done_reason = "length" if truncated else "stop"
-        think = body.get("think")
         thinking = "Thinking about the request." if think not in (None, False) else None
         eval_count = count_words(text) + (1 if tool_calls else 0)
 
@@ -300,6 +325,10 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
 
         if not stream:
             full = line(text, thinking=thinking, tool_calls=tool_calls)
+            if want_logprobs and text:
+                full["logprobs"] = [
+                    lp for piece in split_pieces(text) for lp in token_logprobs(piece, top_logprobs)
+                ]
             full.update({k: v for k, v in final.items() if k not in ("message", "response")})
             return json_response(full)
 
@@ -540,9 +569,15 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
         if not known(model):
             return not_found_plain(model)
         digest = "sha256:" + _digest(model)
+        total = 1928429856
         statuses: list[dict[str, Any]] = [
             {"status": "retrieving manifest"},
-            {"status": "starting upload", "digest": digest, "total": 1928429856},
+            {"status": "starting upload", "digest": digest, "total": total},
+            *(
+                {"status": f"pushing {digest[7:19]}", "digest": digest, "total": total,
+                 "completed": done}
+                for done in (0, total // 2, total)
+            ),
             {"status": "pushing manifest"},
             {"status": "success"},
         ]
@@ -558,9 +593,24 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
         source = body.get("from")
         if isinstance(source, str) and source and not known(source):
             return not_found_pull(source)
-        if not source and not body.get("files"):
+        files = body.get("files")
+        if not source and not files:
             return ollama_error(400, "neither 'from' or 'files' was specified")
-        statuses: list[dict[str, Any]] = [{"status": "reading model metadata"}]
+        statuses: list[dict[str, Any]] = []
+        for key in ("files", "adapters"):
+            refs = body.get(key)
+            if refs is None:
+                continue
+            if not isinstance(refs, dict) or not all(isinstance(v, str) for v in refs.values()):
+                return ollama_error(400, f"{key} must map file names to digests")
+            for digest in refs.values():
+                if digest not in blobs:
+                    return ollama_error(400, f"blob {digest} not found")
+                statuses.append({"status": f"using existing layer {digest}"})
+        if files:
+            statuses.insert(0, {"status": "parsing GGUF"})
+        else:
+            statuses.insert(0, {"status": "reading model metadata"})
         for key in ("system", "template", "parameters", "messages", "license", "adapters"):
             if body.get(key):
                 statuses.append({"status": f"creating {key} layer"})
@@ -573,7 +623,19 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
             models.append(normalize_model(model))
         return await status_stream(request, statuses, body.get("stream", True) is not False)
 
+    async def blob(request: web.Request) -> web.Response:
+        digest = request.match_info["digest"]
+        if request.method == "HEAD":
+            return web.Response(status=200 if digest in blobs else 404)
+        data = await request.read()
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            return ollama_error(400, "digest mismatch")
+        blobs[digest] = len(data)
+        return web.Response(status=201)
+
     app.router.add_get("/", root)
+    app.router.add_route("HEAD", "/api/blobs/{digest}", blob)
+    app.router.add_post("/api/blobs/{digest}", blob)
     app.router.add_post("/api/chat", chat)
     app.router.add_post("/api/generate", generate)
     app.router.add_post("/api/embed", embed)
