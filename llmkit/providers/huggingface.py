@@ -210,6 +210,11 @@ class HuggingFaceLLM(OpenAICompatible):
     _chat_path: ClassVar[str] = "v1/chat/completions"
     embedding_batch_size: ClassVar[int] = 32
     embedding_concurrency: ClassVar[int | None] = 8
+    # TGI's generation parameters, passed through by name (besides the OpenAI ones).
+    provider_options: ClassVar[frozenset[str]] = OpenAICompatible.provider_options | {
+        "repetition_penalty", "truncate", "watermark", "typical_p", "top_n_tokens",
+        "do_sample", "decoder_input_details", "return_full_text",
+    }
 
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
@@ -362,8 +367,10 @@ class HuggingFaceLLM(OpenAICompatible):
         self, messages: MessagesInput, options: dict[str, Any], response_format: Any
     ) -> tuple[dict[str, Any], list[str], Any]:
         msgs = normalize_messages(messages)
-        opts = self._options(options)
-        params: dict[str, Any] = {"max_new_tokens": opts["max_tokens"], "details": True}
+        opts, _ = self._options(options)
+        params: dict[str, Any] = {"details": True}
+        if opts.get("max_tokens") is not None:
+            params["max_new_tokens"] = opts["max_tokens"]
         temperature = opts.get("temperature")
         if temperature is None or float(temperature) <= 0.0:
             params["do_sample"] = False
@@ -584,10 +591,10 @@ class HuggingFaceLLM(OpenAICompatible):
                 self._metrics.finish(0.0, error)
 
     def _local_params(self, options: dict[str, Any]) -> dict[str, Any]:
-        opts = self._options(options)
+        opts, _ = self._options(options)
         top_p = opts.get("top_p")
         return {
-            "max_new_tokens": opts["max_tokens"],
+            "max_new_tokens": opts.get("max_tokens") or 256,
             "temperature": float(opts.get("temperature") or 0.0),
             "top_p": float(top_p) if top_p is not None else 1.0,
             "stop": list(opts.get("stop") or []) or None,

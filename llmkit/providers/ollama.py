@@ -213,6 +213,9 @@ class OllamaLLM(HTTPProvider):
     ``embedding_batch_size`` (inputs per ``/api/embed`` request, default 256).
     """
 
+    # Ollama's runtime options, passed through by name.
+    provider_options: ClassVar[frozenset[str]] = OLLAMA_OPTIONS
+
     provider_name: ClassVar[str] = "ollama"
     embedding_batch_size: ClassVar[int] = 256
 
@@ -244,7 +247,7 @@ class OllamaLLM(HTTPProvider):
             if key not in top and self.config.extra.get(key) is not None:
                 top[key] = self.config.extra[key]
         per_call = {k for k, v in opts.items() if v is not None}
-        merged = self._options(opts)
+        merged, _ = self._options(opts)
         options: dict[str, Any] = {}
         for key, value in merged.items():
             if key not in per_call:
