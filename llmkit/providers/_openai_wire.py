@@ -3,13 +3,14 @@ Shared by the OpenAI provider and the OpenAI-compatible APIs of Hugging Face."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 
 from llmkit.base import response_format_payload
-from llmkit.errors import StreamError, error_from_payload
+from llmkit.errors import ConfigError, StreamError, error_from_payload
 from llmkit.streaming import SSEEvent
 from llmkit.tools import normalize_tool_choice, to_openai_tools
 from llmkit.types import (
@@ -32,9 +33,51 @@ __all__ = [
     "parse_usage",
 ]
 
-# Options with the same name on the wire; anything else in ``options`` passes through too.
-_RENAMED: dict[str, str] = {}
 _DROP = {"stream", "messages", "model"}
+
+# Documented request fields passed through by name: OpenAI's chat-completions fields that
+# are not portable options, and the sampling extensions of llama.cpp's and vLLM's servers.
+OPENAI_PROVIDER_OPTIONS: frozenset[str] = frozenset(
+    {
+        # OpenAI
+        "logit_bias", "parallel_tool_calls", "user", "service_tier", "store", "metadata",
+        "modalities", "audio", "prediction", "web_search_options", "verbosity",
+        "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
+        "max_completion_tokens", "stream_options",
+        # llama.cpp server
+        "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "mirostat", "mirostat_tau",
+        "mirostat_eta", "grammar", "json_schema", "cache_prompt", "n_probs", "samplers",
+        "dynatemp_range", "dynatemp_exponent", "xtc_probability", "xtc_threshold",
+        "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n",
+        "id_slot", "n_keep", "n_indent", "t_max_predict_ms", "reasoning_format",
+        "chat_template_kwargs", "timings_per_token", "post_sampling_probs", "return_tokens",
+        "ignore_eos",
+        # vLLM
+        "repetition_penalty", "min_tokens", "best_of", "use_beam_search", "length_penalty",
+        "skip_special_tokens", "include_stop_str_in_output", "stop_token_ids",
+        "guided_json", "guided_regex", "guided_choice", "guided_grammar",
+        "structured_outputs", "add_generation_prompt", "continue_final_message",
+        "chat_template", "truncate_prompt_tokens",
+    }
+)
+
+
+def max_tokens_field(base_url: str, extra: Mapping[str, Any]) -> str:
+    """The body field of the max_tokens option: ``max_completion_tokens`` on
+    api.openai.com (``max_tokens`` is deprecated there and refused by reasoning models),
+    ``max_tokens`` on other servers; ``extra["max_tokens_field"]`` overrides."""
+    override = extra.get("max_tokens_field")
+    if override is not None:
+        if override not in ("max_tokens", "max_completion_tokens"):
+            raise ConfigError(
+                "extra['max_tokens_field'] must be 'max_tokens' or 'max_completion_tokens', "
+                f"not {override!r}"
+            )
+        return str(override)
+    host = (urlsplit(base_url).hostname or "").lower()
+    if host == "api.openai.com" or host.endswith(".openai.azure.com"):
+        return "max_completion_tokens"
+    return "max_tokens"
 
 
 def message_to_openai(m: Message) -> dict[str, Any]:
@@ -86,8 +129,12 @@ def chat_body(
     response_format: Any = None,
     stream: bool = False,
     include_usage: bool = True,
+    max_tokens_field: str = "max_tokens",
+    extra_body: Mapping[str, Any] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """The request body, and the pydantic class to validate the reply into (if any)."""
+    """The request body, and the pydantic class to validate the reply into (if any).
+    ``options`` are the checked options to send; ``max_tokens`` goes out as
+    ``max_tokens_field``; ``extra_body`` is merged last."""
     body: dict[str, Any] = {
         "model": model,
         "messages": openai_messages(messages),
@@ -95,9 +142,7 @@ def chat_body(
     for key, value in options.items():
         if key in _DROP or value is None:
             continue
-        body[_RENAMED.get(key, key)] = value
-    if "max_completion_tokens" in options and "max_tokens" in body:
-        del body["max_tokens"]
+        body[max_tokens_field if key == "max_tokens" else key] = value
     if tools:
         body["tools"] = to_openai_tools(tools)
     if tool_choice is not None:
@@ -109,6 +154,8 @@ def chat_body(
         body["stream"] = True
         if include_usage:
             body["stream_options"] = {"include_usage": True}
+    if extra_body:
+        body.update(extra_body)
     return body, model_cls
 
 

@@ -266,7 +266,7 @@ class HuggingFaceLLM(HFLocalMode):
     ) -> tuple[dict[str, Any], Any]:
         """Options for TGI's messages API: limits checked, ``response_format`` in TGI's
         shape through ``extra_body`` (the OpenAI shape is rejected by TGI)."""
-        send, _ = self._options(dict(options))
+        send, _ = self._options({k: v for k, v in options.items() if k != "model"})
         self._limits.check(send, self.provider)
         fmt, model_cls = hf_tgi.grammar(response_format)
         if fmt is not None:

@@ -9,12 +9,15 @@ from contextlib import aclosing
 from typing import Any, ClassVar
 
 from llmkit.base import parse_structured
+from llmkit.config import LLMConfig
 from llmkit.errors import InvalidRequestError, StreamError
 from llmkit.providers._http_base import HTTPProvider
 from llmkit.providers._openai_wire import (
+    OPENAI_PROVIDER_OPTIONS,
     ToolCallAssembler,
     chat_body,
     is_done,
+    max_tokens_field,
     parse_chat_response,
     parse_stream_event,
     parse_stream_text,
@@ -53,6 +56,11 @@ class OpenAICompatible(HTTPProvider):
     _chat_path: ClassVar[str] = "chat/completions"
     _embeddings_path: ClassVar[str] = "embeddings"
     embedding_batch_size: ClassVar[int] = 2048
+    provider_options: ClassVar[frozenset[str]] = OPENAI_PROVIDER_OPTIONS
+
+    def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self._max_tokens_field = max_tokens_field(self._http.base_url, self.config.extra)
 
     def _include_usage(self) -> bool:
         return bool(self.config.extra.get("stream_usage", True))
@@ -75,15 +83,20 @@ class OpenAICompatible(HTTPProvider):
         **options: Any,
     ) -> ChatResponse:
         model = options.pop("model", None) or self._chat_model()
+        opts, client = self._options(options)
         body, model_cls = chat_body(
             model,
             messages,
-            self._options(options),
+            opts,
             tools=tools,
             tool_choice=tool_choice,
             response_format=response_format,
+            max_tokens_field=self._max_tokens_field,
+            extra_body=client.extra_body,
         )
-        data = await self._http.request("POST", self._chat_path, json=body, model=model)
+        data = await self._http.request(
+            "POST", self._chat_path, json=body, model=model, client=client
+        )
         response = parse_chat_response(data, model, self.provider)
         self._record_usage(response.usage)
         if response_format is not None:
@@ -103,21 +116,24 @@ class OpenAICompatible(HTTPProvider):
         response_format: Any = None,
     ) -> AsyncGenerator[Any, None]:
         model = options.pop("model", None) or self._chat_model()
+        opts, client = self._options(options)
         body, _ = chat_body(
             model,
             messages,
-            self._options(options),
+            opts,
             tools=tools,
             tool_choice=tool_choice,
             response_format=response_format,
             stream=True,
             include_usage=self._include_usage(),
+            max_tokens_field=self._max_tokens_field,
+            extra_body=client.extra_body,
         )
         provider = self.provider
         return self._http.stream(
             "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
             model=model, end_marker="data: [DONE]",
-            parse=lambda ev: parse(ev, provider),
+            parse=lambda ev: parse(ev, provider), client=client,
         )
 
     async def chat_stream(
