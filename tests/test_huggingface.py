@@ -207,6 +207,7 @@ async def test_tgi_generate_parameters_and_stop(tgi_server: ServerHandle) -> Non
     assert greedy["parameters"] == {
         "max_new_tokens": 20,
         "details": True,
+        "decoder_input_details": True,
         "do_sample": False,
         "stop": ["User:"],
         "seed": 7,
@@ -306,10 +307,13 @@ async def test_auto_on_plain_openai_server(openai_server: ServerHandle) -> None:
     assert llm.get_model_info().details["api"] == "openai"
 
 
-async def test_tgi_chat_explicit_skips_probe(tgi_server: ServerHandle) -> None:
+async def test_tgi_chat_explicit_reads_info_once_for_limits(tgi_server: ServerHandle) -> None:
     async with make(tgi_server, api="tgi-chat") as llm:
         assert await llm.generate("x") == "Echo: x"
-    assert [r.path for r in tgi_server.state.requests] == ["/v1/chat/completions"]
+        assert await llm.generate("y") == "Echo: y"
+        assert llm.get_model_info().details["api"] == "tgi-chat"
+    paths = [r.path for r in tgi_server.state.requests]
+    assert paths == ["/info", "/v1/chat/completions", "/v1/chat/completions"]
 
 
 # --------------------------------------------------------------------------- Hub
@@ -482,7 +486,8 @@ async def test_health_checks(hf_server: ServerHandle, tgi_server: ServerHandle) 
             await llm.health_check()
         tgi_server.state.healthy = True
         await llm.health_check()
-    assert [r.path for r in tgi_server.state.requests] == ["/health", "/health"]
+    # /info once (the server's limits), then one /health per check
+    assert [r.path for r in tgi_server.state.requests] == ["/info", "/health", "/health"]
 
 
 async def test_api_mode_capabilities(hf_server: ServerHandle) -> None:

@@ -308,7 +308,8 @@ async def test_tools_streamed(llm: OllamaLLM, ollama_server: ServerHandle) -> No
     assert deltas[0].name == "City"
     assert deltas[0].index == 0
     final = chunks[-1]
-    assert final.finish_reason == "stop"
+    assert final.finish_reason == "tool_calls"  # normalised; done_reason "stop" stays in raw
+    assert final.raw is not None and final.raw["done_reason"] == "stop"
     assert final.completed_tool_calls is not None
     assert final.completed_tool_calls[0].arguments == {"name": "Oslo", "population": 700000}
     assert final.usage is not None and final.usage.completion_tokens >= 1

@@ -189,7 +189,7 @@ class HuggingFaceLLM(HFLocalMode):
 
     # ------------------------------------------------------------------ generation
 
-    async def chat(  # type: ignore[override]
+    async def chat(
         self,
         messages: MessagesInput,
         *,
@@ -218,7 +218,7 @@ class HuggingFaceLLM(HFLocalMode):
             **options,
         )
 
-    async def chat_stream(  # type: ignore[override]
+    async def chat_stream(
         self,
         messages: MessagesInput,
         *,
@@ -246,7 +246,7 @@ class HuggingFaceLLM(HFLocalMode):
             async for chunk in gen:
                 yield chunk
 
-    async def generate_stream(  # type: ignore[override]
+    async def generate_stream(
         self, messages: MessagesInput, **options: Any
     ) -> AsyncGenerator[str, None]:
         if self._use_local or await self._resolve_api() in ("tgi", "tgi-chat"):

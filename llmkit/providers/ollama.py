@@ -86,9 +86,9 @@ class OllamaLLM(OllamaModelAPI):
         self, options: dict[str, Any], top_level: frozenset[str]
     ) -> tuple[str, dict[str, Any], ClientOptions]:
         model = options.pop("model", None) or self.model
+        per_call = {k for k, v in options.items() if v is not None}
         send, client = self._options(options)
-        send.pop("model", None)
-        fields = request_fields(send, self.config.extra, top_level)
+        fields = request_fields(send, self.config.extra, top_level, per_call)
         if top_level is CHAT_FIELDS:
             extra_generate = [k for k in send if k in GENERATE_FIELDS - CHAT_FIELDS]
             if extra_generate:
@@ -139,7 +139,7 @@ class OllamaLLM(OllamaModelAPI):
     async def generate(self, messages: MessagesInput, **options: Unpack[CallOptions]) -> str:
         return (await self.chat(messages, **options)).content
 
-    async def chat(  # type: ignore[override]
+    async def chat(
         self,
         messages: MessagesInput,
         *,
@@ -163,7 +163,7 @@ class OllamaLLM(OllamaModelAPI):
             response.parsed = parse_structured(response.content, model_cls, self.provider)
         return response
 
-    async def chat_stream(  # type: ignore[override]
+    async def chat_stream(
         self,
         messages: MessagesInput,
         *,
@@ -184,7 +184,7 @@ class OllamaLLM(OllamaModelAPI):
             async for chunk in chunks:
                 yield chunk
 
-    async def generate_stream(  # type: ignore[override]
+    async def generate_stream(
         self, messages: MessagesInput, **options: Any
     ) -> AsyncGenerator[str, None]:
         tools = options.pop("tools", None)

@@ -32,7 +32,19 @@ def _is_success(obj: Any) -> bool:
     return isinstance(obj, dict) and obj.get("status") == "success"
 
 
+def _files_of(ref: str) -> list[str]:
+    """The file ``ref`` names, or the files of the directory it names (sorted)."""
+    path = os.path.expanduser(ref)
+    if os.path.isdir(path):
+        return sorted(
+            os.path.join(path, n) for n in os.listdir(path) if os.path.isfile(os.path.join(path, n))
+        )
+    return [path]
+
+
 def _sha256(path: str) -> str:
+    if not os.path.isfile(path):
+        raise InvalidRequestError(f"no such file: {path!r}", provider="ollama")
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(_READ_SIZE):
@@ -41,9 +53,13 @@ def _sha256(path: str) -> str:
 
 
 async def _file_chunks(path: str) -> AsyncIterator[bytes]:
-    with open(path, "rb") as f:
+    """The file's bytes, read off the event loop, for a streamed upload."""
+    f = await asyncio.to_thread(open, path, "rb")
+    try:
         while chunk := await asyncio.to_thread(f.read, _READ_SIZE):
             yield chunk
+    finally:
+        f.close()
 
 
 class OllamaModelAPI(HTTPProvider):
@@ -148,8 +164,6 @@ class OllamaModelAPI(HTTPProvider):
         store once and return its digest (``sha256:<hex>``): ``HEAD /api/blobs/<digest>``
         first, ``POST`` only when the server does not have it."""
         file = os.fspath(path)
-        if not os.path.isfile(file):
-            raise InvalidRequestError(f"no such file: {file!r}", provider=self.provider)
         digest = await asyncio.to_thread(_sha256, file)
         route = f"api/blobs/{digest}"
         try:
@@ -166,13 +180,10 @@ class OllamaModelAPI(HTTPProvider):
     async def _upload_files(self, ref: str) -> dict[str, str]:
         """``{file name: digest}`` for a local file, or for each file of a directory
         (a safetensors model)."""
-        path = os.path.expanduser(ref)
-        if os.path.isdir(path):
-            names = sorted(n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n)))
-            if not names:
-                raise InvalidRequestError(f"directory {ref!r} has no files", provider=self.provider)
-            return {n: await self.create_blob(os.path.join(path, n)) for n in names}
-        return {os.path.basename(path): await self.create_blob(path)}
+        files = await asyncio.to_thread(_files_of, ref)
+        if not files:
+            raise InvalidRequestError(f"directory {ref!r} has no files", provider=self.provider)
+        return {os.path.basename(f): await self.create_blob(f) for f in files}
 
     async def create_model(
         self,

@@ -101,21 +101,24 @@ def request_fields(
     send: Mapping[str, Any],
     extra: Mapping[str, Any],
     top_level: frozenset[str] = CHAT_FIELDS,
+    per_call: frozenset[str] | set[str] = frozenset(),
 ) -> dict[str, Any]:
     """The top-level fields and ``options`` of a chat or generate body.
 
     ``send`` holds what the user set (config sampling fields and per-call options, already
     checked); nothing else is sent, so the model's Modelfile PARAMETERs apply to the rest.
-    ``extra`` is ``config.extra``: its ``options`` dict, ``keep_alive`` and ``think`` apply
-    when the call does not set them. An explicit ``options={...}`` in the call wins key by
-    key over everything.
+    Precedence, lowest first: the config's sampling fields, ``config.extra["options"]``,
+    the call's options (``per_call`` names them), the call's ``options={...}`` dict.
+    ``config.extra["keep_alive"]`` / ``["think"]`` apply when the call does not set them.
     """
     fields: dict[str, Any] = {}
-    options: dict[str, Any] = dict(extra.get("options") or {})
+    from_config: dict[str, Any] = {}
+    from_call: dict[str, Any] = {}
     explicit: Mapping[str, Any] = {}
     for key, value in send.items():
-        if key in _IN_OPTIONS:
-            options[_IN_OPTIONS[key]] = value
+        if key in _IN_OPTIONS or key in OLLAMA_RUNTIME_OPTIONS:
+            target = from_call if key in per_call else from_config
+            target[_IN_OPTIONS.get(key, key)] = value
         elif key in top_level:
             fields[key] = value
         elif key == "options":
@@ -128,8 +131,6 @@ def request_fields(
                     f"reasoning_effort must be one of none, {', '.join(THINK_LEVELS)} on Ollama"
                 )
             fields.setdefault("think", False if value == "none" else value)
-        elif key in OLLAMA_RUNTIME_OPTIONS:
-            options[key] = value
         else:
             raise InvalidRequestError(f"option {key!r} is not sent to this Ollama endpoint")
     for key in ("keep_alive", "think"):
@@ -137,7 +138,7 @@ def request_fields(
             fields[key] = extra[key]
     if "think" in fields:
         fields["think"] = _think(fields["think"])
-    options.update(explicit)
+    options = {**from_config, **(extra.get("options") or {}), **from_call, **explicit}
     if options:
         fields["options"] = options
     return fields
