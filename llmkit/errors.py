@@ -189,7 +189,10 @@ class NotSupportedError(LLMError):
 
 _CONTEXT_PATTERNS = re.compile(
     r"context[ _]length|maximum context|context window|too many tokens|"
-    r"prompt is too long|input is too long|must be <= \d+|exceeds the (?:model'?s? )?(?:max|context)",
+    r"prompt is too long|input is too long|exceeds the (?:model'?s? )?(?:max|context)|"
+    # TGI: `inputs` must have less than N tokens / `inputs` tokens + `max_new_tokens` must be <= N
+    # (a bare "`max_new_tokens` must be <= N" is an invalid request, not an overflow)
+    r"`inputs` must have less than \d+ tokens|`inputs` tokens \+ `max_new_tokens` must be <=",
     re.IGNORECASE,
 )
 _QUOTA_CODES = {"insufficient_quota", "quota_exceeded", "billing_hard_limit_reached"}

@@ -89,13 +89,6 @@ class OllamaLLM(OllamaModelAPI):
         per_call = {k for k, v in options.items() if v is not None}
         send, client = self._options(options)
         fields = request_fields(send, self.config.extra, top_level, per_call)
-        if top_level is CHAT_FIELDS:
-            extra_generate = [k for k in send if k in GENERATE_FIELDS - CHAT_FIELDS]
-            if extra_generate:
-                raise InvalidRequestError(
-                    f"{', '.join(extra_generate)} apply to /api/generate (generate_completion), "
-                    "not to chat", provider=self.provider,
-                )
         return str(model), fields, client
 
     def _chat_body(

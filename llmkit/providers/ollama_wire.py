@@ -131,6 +131,11 @@ def request_fields(
                     f"reasoning_effort must be one of none, {', '.join(THINK_LEVELS)} on Ollama"
                 )
             fields.setdefault("think", False if value == "none" else value)
+        elif key in GENERATE_FIELDS:
+            raise InvalidRequestError(
+                f"option {key!r} applies to /api/generate (completion), not to /api/chat",
+                provider="ollama",
+            )
         else:
             raise InvalidRequestError(f"option {key!r} is not sent to this Ollama endpoint")
     for key in ("keep_alive", "think"):

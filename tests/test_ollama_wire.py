@@ -1,0 +1,190 @@
+"""OllamaLLM on the wire: exactly the options the user set, thinking, keep_alive,
+logprobs, timings and normalised finish reasons, against the Ollama test server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from llmkit import ContextLengthError, InvalidRequestError, LLMConfig
+from llmkit.providers.ollama import OllamaChatResponse, OllamaLLM, OllamaTimings
+from tests.servers import ServerHandle
+
+THOUGHT = "Thinking about the request."
+
+
+@pytest.fixture
+async def llm(ollama_server: ServerHandle) -> AsyncIterator[OllamaLLM]:
+    async with OllamaLLM(model="llama3.2", base_url=ollama_server.url, max_retries=0) as client:
+        yield client
+
+
+def bodies(server: ServerHandle, path: str = "/api/chat") -> list[dict[str, Any]]:
+    return [r.json for r in server.state.requests_to(path)]
+
+
+# --------------------------------------------------------------------------- only what is set
+
+
+async def test_nothing_unset_is_sent(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    await llm.chat("hi")
+    await llm.completion("hi")
+    [chat] = bodies(ollama_server)
+    [generate] = bodies(ollama_server, "/api/generate")
+    assert chat == {"model": "llama3.2", "messages": [{"role": "user", "content": "hi"}], "stream": False}
+    assert generate == {"model": "llama3.2", "prompt": "hi", "stream": False}
+
+
+async def test_portable_options_translated(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    await llm.chat(
+        "hi", max_tokens=5, temperature=0.3, top_p=0.9, top_k=20, seed=1, stop="END",
+        presence_penalty=0.5, frequency_penalty=0.25, num_ctx=4096, min_p=0.05,
+        keep_alive="10m", timeout=30, extra_headers={"X-Trace": "t1"},
+        extra_body={"truncate": False},
+    )
+    [body] = bodies(ollama_server)
+    assert body["options"] == {
+        "num_predict": 5, "temperature": 0.3, "top_p": 0.9, "top_k": 20, "seed": 1,
+        "stop": ["END"], "presence_penalty": 0.5, "frequency_penalty": 0.25,
+        "num_ctx": 4096, "min_p": 0.05,
+    }
+    assert body["keep_alive"] == "10m"
+    assert body["truncate"] is False  # extra_body merged as given
+    assert "timeout" not in body and "extra_headers" not in body
+    assert ollama_server.state.requests_to("/api/chat")[0].headers["X-Trace"] == "t1"
+
+
+async def test_bad_options_fail_before_sending(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    with pytest.raises(InvalidRequestError, match="n"):
+        await llm.chat("hi", n=2)
+    with pytest.raises(InvalidRequestError, match="temperature"):
+        await llm.chat("hi", temperature="hot")
+    with pytest.raises(InvalidRequestError, match="num_ctx"):
+        await llm.chat("hi", num_ctxx=10)
+    with pytest.raises(InvalidRequestError, match="think"):
+        await llm.chat("hi", think="extreme")
+    with pytest.raises(InvalidRequestError, match="generate"):
+        await llm.chat("hi", suffix="tail")  # an /api/generate field
+    assert ollama_server.state.requests_to("/api/chat") == []
+
+
+async def test_config_sampling_fields_default_to_unset(ollama_server: ServerHandle) -> None:
+    config = LLMConfig(provider="ollama", model="llama3.2", base_url=ollama_server.url)
+    assert (config.max_tokens, config.temperature, config.top_p) == (None, None, None)
+    async with OllamaLLM(config) as llm:
+        async for _ in llm.generate_stream("hi"):
+            pass
+    [body] = bodies(ollama_server)
+    assert "options" not in body  # the Modelfile's PARAMETERs apply
+
+
+# --------------------------------------------------------------------------- thinking
+
+
+async def test_think_chat_and_levels(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    response = await llm.chat("why", think=True)
+    assert response.reasoning == THOUGHT
+    assert response.content == "Echo: why"
+    await llm.chat("why", think="high")
+    await llm.chat("why", reasoning_effort="low")
+    await llm.chat("why", think=False)
+    thinks = [b.get("think") for b in bodies(ollama_server)]
+    assert thinks == [True, "high", "low", False]
+    plain = await llm.chat("why")
+    assert plain.reasoning is None
+
+
+async def test_think_streamed(llm: OllamaLLM) -> None:
+    chunks = [c async for c in llm.chat_stream("tell me", think="medium")]
+    reasoning = "".join(c.reasoning for c in chunks)
+    assert reasoning == THOUGHT
+    assert "".join(c.delta for c in chunks) == "Echo: tell me"
+    first_text = next(i for i, c in enumerate(chunks) if c.delta)
+    assert all(not c.reasoning for c in chunks[first_text:])  # thinking comes first
+
+
+async def test_think_on_generate_endpoint(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    response = await llm.completion("sky colour", think=True, system="be terse", raw=False)
+    assert response.reasoning == THOUGHT
+    assert response.content == "Echo: sky colour"
+    chunks = [c async for c in llm.completion_stream("sky colour", think=True)]
+    assert "".join(c.reasoning for c in chunks) == THOUGHT
+    assert "".join(c.delta for c in chunks) == "Echo: sky colour"
+    assert chunks[-1].finish_reason == "stop" and chunks[-1].usage is not None
+    assert await llm.generate_completion("sky colour") == "Echo: sky colour"
+    first = bodies(ollama_server, "/api/generate")[0]
+    assert first["think"] is True and first["system"] == "be terse" and first["raw"] is False
+
+
+async def test_think_from_config_extra(ollama_server: ServerHandle) -> None:
+    async with OllamaLLM(model="llama3.2", base_url=ollama_server.url, extra={"think": "low"}) as llm:
+        assert (await llm.chat("a")).reasoning == THOUGHT
+        await llm.chat("b", think=False)
+    assert [b["think"] for b in bodies(ollama_server)] == ["low", False]
+
+
+# --------------------------------------------------------------------------- keep_alive, logprobs, timings
+
+
+async def test_keep_alive_unloads(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    await llm.chat("hi", keep_alive="5m")
+    assert [m["name"] for m in await llm.list_running()] == ["llama3.2:latest"]
+    await llm.chat("hi", keep_alive=0)
+    assert await llm.list_running() == []
+    assert [b["keep_alive"] for b in bodies(ollama_server)] == ["5m", 0]
+
+
+async def test_logprobs(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    response = await llm.chat("one two", logprobs=True, top_logprobs=2)
+    [body] = bodies(ollama_server)
+    assert body["logprobs"] is True and body["top_logprobs"] == 2 and "options" not in body
+    assert response.logprobs is not None
+    assert "".join(e["token"] for e in response.logprobs) == "Echo: one two"
+    assert all(len(e["top_logprobs"]) == 2 for e in response.logprobs)
+    chunks = [c async for c in llm.chat_stream("one two", logprobs=True)]
+    streamed = [e["token"] for c in chunks for e in (c.logprobs or [])]
+    assert "".join(streamed) == "Echo: one two"
+    assert (await llm.chat("one two")).logprobs is None
+
+
+async def test_timings(llm: OllamaLLM) -> None:
+    response = await llm.chat("time this")
+    assert isinstance(response, OllamaChatResponse)
+    assert isinstance(response.timings, OllamaTimings)
+    for name in ("total_duration", "load_duration", "prompt_eval_duration", "eval_duration"):
+        assert getattr(response.timings, name) == response.raw[name] > 0
+    completion = await llm.completion("time this")
+    assert completion.timings is not None
+    assert completion.timings.eval_duration == completion.raw["eval_duration"]
+    chunks = [c async for c in llm.chat_stream("time this")]
+    assert chunks[-1].raw is not None and chunks[-1].raw["total_duration"] > 0
+
+
+# --------------------------------------------------------------------------- finish reasons, errors
+
+
+async def test_finish_reasons_normalised(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    ollama_server.state.reply = "a b c d e f"
+    cut = await llm.chat("x", max_tokens=2)
+    assert (cut.finish_reason, cut.raw["done_reason"]) == ("length", "length")
+
+    def lookup(city: str) -> str:
+        """Look a city up."""
+        return city
+
+    called = await llm.chat("find Oslo", tools=[lookup])
+    assert called.tool_calls and called.finish_reason == "tool_calls"
+    assert called.raw["done_reason"] == "stop"
+    loaded = await llm.completion("", keep_alive="1m")  # an empty prompt loads the model
+    assert (loaded.finish_reason, loaded.raw["done_reason"]) == ("stop", "load")
+
+
+async def test_embed_context_overflow(ollama_server: ServerHandle) -> None:
+    ollama_server.state.context_length = 8
+    async with OllamaLLM(
+        model="nomic-embed-text", base_url=ollama_server.url, extra={"truncate": False}
+    ) as llm:
+        with pytest.raises(ContextLengthError, match="context length"):
+            await llm.embed("one two three four five six seven eight nine ten")
