@@ -47,7 +47,13 @@ from urllib.parse import urlsplit
 
 from llmkit.base import _check_texts, parse_structured
 from llmkit.config import LLMConfig
-from llmkit.errors import ConfigError, LLMError, NotSupportedError, register_secret
+from llmkit.errors import (
+    ConfigError,
+    InvalidRequestError,
+    LLMError,
+    NotSupportedError,
+    register_secret,
+)
 from llmkit.providers import hf_hub, hf_router, hf_tgi
 from llmkit.providers.hf_hub import extract_code
 from llmkit.providers.hf_local_mode import HFLocalMode
@@ -281,7 +287,9 @@ class HuggingFaceLLM(HFLocalMode):
         options.pop("model", None)
         send, client = self._options(options)
         for name in send.keys() & hf_tgi.GENERATE_UNSUPPORTED.keys():
-            raise NotSupportedError(hf_tgi.GENERATE_UNSUPPORTED[name], provider=self.provider)
+            raise InvalidRequestError(
+                f"option {name!r}: {hf_tgi.GENERATE_UNSUPPORTED[name]}", provider=self.provider
+            )
         self._limits.check(send, self.provider)
         return send, client
 

@@ -4,18 +4,28 @@
 
 * router: ``POST /v1/chat/completions`` (same logic as the OpenAI server, HF/TGI error
   bodies, SSE framed as ``data:{...}`` without a space and ended by ``data:[DONE]``, as
-  TGI's axum server does), ``GET /v1/models``,
+  TGI's axum server does; a ``model:<suffix>`` must name a known provider or a policy,
+  ``fastest`` / ``cheapest`` / ``preferred``, else 400), ``GET /v1/models``,
   ``POST /hf-inference/models/{model}/pipeline/feature-extraction``
   (``{"inputs": str | list[str], "normalize", "truncate", ...}`` -> ``list[float]`` for a
-  str, ``list[list[float]]`` for a list);
+  str, ``list[list[float]]`` for a list), and the OpenAI-shaped embeddings of other
+  providers: ``POST /together/v1/embeddings``, ``/scaleway/v1/embeddings``,
+  ``/deepinfra/v1/openai/embeddings``;
 * TGI: ``GET /info``, ``GET /health``, ``POST /generate``, ``POST /generate_stream``;
 * Hub: ``GET /api/models`` (``search``, ``author``, ``filter``, ``pipeline_tag``,
   ``library``, ``sort``, ``direction``, ``limit``, ``full``, ``cursor``; a ``Link: <...>;
   rel="next"`` header when more results remain), ``GET /api/models/{repo_id}`` (and
-  ``.../revision/{rev}``), 404 ``{"error": "Repository not found"}``.
+  ``.../revision/{rev}``; with ``expand[]=inferenceProviderMapping`` only that attribute,
+  from :data:`PROVIDER_MAPPINGS`), 404 ``{"error": "Repository not found"}``.
 
 ``make_tgi_app(state)`` is a TGI-only variant (``/info``, ``/health``, ``/generate``,
-``/generate_stream``, ``/v1/chat/completions``, ``/v1/models``).
+``/generate_stream``, ``/v1/chat/completions``, ``/v1/models``) whose messages API takes
+``response_format`` in TGI's GrammarType shape (``{"type": "json", "value": schema}``; the
+OpenAI shape is a 422 "missing field `value`", as TGI answers), like ``parameters.grammar``
+of ``/generate``. ``best_of`` above ``max_best_of`` is a 422.
+
+``make_tei_app(state)`` is a Text Embeddings Inference server (``/info``, ``/health``,
+``/embed``).
 
 Errors: TGI shape ``{"error": "...", "error_type": "..."}`` (422 validation, 424
 generation, 429 overloaded, 500 incomplete_generation, 503 unhealthy); 401 is
@@ -38,6 +48,7 @@ from aiohttp import web
 from .base import (
     CREATED_TS,
     JSON,
+    JSON_KEY,
     EventWriter,
     ProviderSpec,
     ServerState,
@@ -48,6 +59,7 @@ from .base import (
     json_ok,
     json_response,
     new_application,
+    schema_instance,
     split_pieces,
     tgi_error_body,
 )
@@ -61,6 +73,34 @@ MISSING_MODEL = "missing-model"
 TGI_VERSION = "3.3.4"
 AUTH_MESSAGE = "Invalid credentials in Authorization header"
 GENERATION_ERROR = "Request failed during generation"
+MAX_BEST_OF = 2
+ROUTER_PROVIDERS = (
+    "cerebras", "cohere", "deepinfra", "fal-ai", "featherless-ai", "fireworks-ai", "groq",
+    "hf-inference", "hyperbolic", "nebius", "novita", "nscale", "sambanova", "scaleway",
+    "together",
+)
+ROUTER_POLICIES = ("fastest", "cheapest", "preferred")
+# The Hub's inferenceProviderMapping of some models, in the account's preference order.
+PROVIDER_MAPPINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "BAAI/bge-small-en-v1.5": {
+        "novita": {"status": "live", "providerId": "baai/bge-small", "task": "conversational"},
+        "scaleway": {"status": "staging", "providerId": "bge-small-staging",
+                     "task": "feature-extraction"},
+        "together": {"status": "live", "providerId": "BAAI/bge-small-en-v1.5-together",
+                     "task": "feature-extraction"},
+        "hf-inference": {"status": "live", "providerId": "BAAI/bge-small-en-v1.5",
+                         "task": "feature-extraction"},
+    },
+    "sentence-transformers/all-MiniLM-L6-v2": {
+        "hf-inference": {"status": "live", "providerId": "sentence-transformers/all-MiniLM-L6-v2",
+                         "task": "feature-extraction"},
+    },
+}
+EMBEDDING_ROUTES = {
+    "together": "/together/v1/embeddings",
+    "scaleway": "/scaleway/v1/embeddings",
+    "deepinfra": "/deepinfra/v1/openai/embeddings",
+}
 EOS_TOKEN = {"id": 2, "text": "</s>", "logprob": -0.01, "special": True}
 
 
@@ -117,6 +157,31 @@ HF_CHAT_ERRORS = ChatErrors(
     stream_error=lambda msg: tgi_error_body(msg or GENERATION_ERROR, "generation"),
     sse_prefix=b"data:",
 )
+
+
+def check_grammar(grammar: JSON, field: str) -> dict[str, Any] | web.Response:
+    """TGI's GrammarType (``{"type": "json" | "regex" | "json_schema", "value": ...}``),
+    as OpenAI's ``response_format`` for the shared reply planner; else TGI's 422."""
+    if not isinstance(grammar, dict) or grammar.get("type") not in ("json", "regex", "json_schema"):
+        return tgi_error(
+            422,
+            f"Failed to deserialize the JSON body into the target type: {field}: unknown "
+            "variant, expected one of `json`, `regex`, `json_schema`",
+        )
+    if "value" not in grammar:
+        return tgi_error(
+            422,
+            f"Failed to deserialize the JSON body into the target type: {field}: missing "
+            "field `value`",
+        )
+    value = grammar["value"]
+    if grammar["type"] == "regex":
+        return {"type": "text"}
+    if grammar["type"] == "json_schema":
+        value = value.get("schema") if isinstance(value, dict) else None
+    if not isinstance(value, dict):
+        return tgi_error(422, f"Input validation error: grammar is not a valid JSON Schema: {value!r}")
+    return {"type": "json_schema", "json_schema": {"name": "grammar", "schema": value}}
 
 
 def _hf_huge(path: str, body: JSON) -> tuple[bytes, bytes]:
@@ -282,13 +347,27 @@ def _new_app(state: ServerState) -> web.Application:
     return app
 
 
-def _add_tgi_routes(app: web.Application, state: ServerState) -> None:
+def _add_tgi_routes(app: web.Application, state: ServerState, *, tgi_grammar: bool) -> None:
+    """TGI's routes; ``tgi_grammar``: the messages API takes TGI's ``response_format``
+    (a GrammarType, as TGI does) rather than OpenAI's (as the router does)."""
     chat_handler = make_chat_handler(state, HF_CHAT_ERRORS)
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = get_json(request)
         if state.loading and isinstance(body, dict):
             return loading_response(state, str(body.get("model", "tgi")))
+        if not tgi_grammar and isinstance(body, dict) and isinstance(body.get("model"), str):
+            suffix = body["model"].rpartition(":")[2] if ":" in body["model"] else None
+            if suffix is not None and suffix not in ROUTER_PROVIDERS + ROUTER_POLICIES:
+                return json_response(
+                    {"error": f"Provider '{suffix}' is not supported by the router"}, 400
+                )
+        if tgi_grammar and isinstance(body, dict) and body.get("response_format") is not None:
+            fmt = check_grammar(body["response_format"], "response_format")
+            if isinstance(fmt, web.Response):
+                return fmt
+            # the shared planner answers OpenAI's shape: hand it the same schema
+            request[JSON_KEY] = {**body, "response_format": fmt}
         response: web.StreamResponse = await chat_handler(request)
         return response
 
@@ -311,7 +390,7 @@ def _add_tgi_routes(app: web.Application, state: ServerState) -> None:
                 "model_sha": hashlib.sha1(model_id.encode()).hexdigest(),
                 "model_pipeline_tag": "text-generation",
                 "max_concurrent_requests": 128,
-                "max_best_of": 2,
+                "max_best_of": MAX_BEST_OF,
                 "max_stop_sequences": 4,
                 "max_input_tokens": state.context_length,
                 "max_total_tokens": state.context_length + 1024,
@@ -363,12 +442,26 @@ def _add_tgi_routes(app: web.Application, state: ServerState) -> None:
                 "Input validation error: `stop` supports up to 4 stop sequences. Given: "
                 + str(len(stop) if isinstance(stop, list) else 1),
             )
+        best_of = params.get("best_of")
+        if isinstance(best_of, int) and not 0 < best_of <= MAX_BEST_OF:
+            return tgi_error(
+                422, f"Input validation error: `best_of` must be > 0 and <= {MAX_BEST_OF}. Given: {best_of}"
+            )
+        structured: str | None = None
+        if params.get("grammar") is not None:
+            fmt = check_grammar(params["grammar"], "parameters.grammar")
+            if isinstance(fmt, web.Response):
+                return fmt
+            if fmt["type"] == "json_schema":
+                structured = orjson.dumps(schema_instance(fmt["json_schema"]["schema"])).decode()
         input_len = count_words(inputs)
         if input_len > state.context_length:
             return tgi_error(422, _length_message(state.context_length, input_len, max_new or 0))
         if state.loading:
             return loading_response(state, (state.models or ["tgi"])[0])
         text = state.reply if state.reply is not None else "Echo: " + inputs
+        if structured is not None:
+            text = structured
         pieces = split_pieces(text)
         finish = "eos_token"
         if isinstance(max_new, int) and len(pieces) > max_new:
@@ -509,9 +602,36 @@ def _add_router_routes(app: web.Application, state: ServerState) -> None:
         vectors = [embed_text(t, state.embedding_dim) for t in texts]
         return json_response(vectors[0] if single else vectors)
 
+    async def provider_embeddings(request: web.Request) -> web.Response:
+        """OpenAI-shaped embeddings of the other providers behind the router."""
+        body = get_json(request)
+        if not json_ok(body) or not isinstance(body, dict):
+            return json_response({"error": "Malformed JSON body"}, 400)
+        model, raw = body.get("model"), body.get("input")
+        if not isinstance(model, str) or not model:
+            return json_response({"error": "model is required"}, 400)
+        texts = [raw] if isinstance(raw, str) else raw
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return json_response({"error": "input must be a string or a list of strings"}, 400)
+        dim = body.get("dimensions") if isinstance(body.get("dimensions"), int) else state.embedding_dim
+        tokens = sum(count_words(t) for t in texts)
+        return json_response(
+            {
+                "object": "list",
+                "model": model,
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": embed_text(t, dim)}
+                    for i, t in enumerate(texts)
+                ],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
     app.router.add_post(
         "/hf-inference/models/{model:.+}/pipeline/feature-extraction", feature_extraction
     )
+    for route in EMBEDDING_ROUTES.values():
+        app.router.add_post(route, provider_embeddings)
 
 
 def _add_hub_routes(app: web.Application, state: ServerState) -> None:
@@ -576,8 +696,14 @@ def _add_hub_routes(app: web.Application, state: ServerState) -> None:
         repo_id = request.match_info["repo_id"]
         if "/revision/" in repo_id:
             repo_id = repo_id.split("/revision/", 1)[0]
+        expand = request.query.getall("expand[]", [])
         for m in state.hub_models or []:
             if m.get("id") == repo_id:
+                if expand:  # only the requested attributes, as the Hub does
+                    out: dict[str, Any] = {"_id": m["_id"], "id": repo_id}
+                    if "inferenceProviderMapping" in expand:
+                        out["inferenceProviderMapping"] = PROVIDER_MAPPINGS.get(repo_id, {})
+                    return json_response(out)
                 return json_response(m)
         return hub_error(404, "Repository not found", "RepoNotFound")
 
@@ -589,7 +715,7 @@ def make_hf_app(state: ServerState | None = None) -> web.Application:
     """Router + TGI + Hub on one app."""
     state = _prepare_state(state)
     app = _new_app(state)
-    _add_tgi_routes(app, state)
+    _add_tgi_routes(app, state, tgi_grammar=False)
     _add_router_routes(app, state)
     _add_hub_routes(app, state)
     return app
@@ -599,5 +725,71 @@ def make_tgi_app(state: ServerState | None = None) -> web.Application:
     """TGI-only variant (no router feature-extraction, no Hub)."""
     state = _prepare_state(state)
     app = _new_app(state)
-    _add_tgi_routes(app, state)
+    _add_tgi_routes(app, state, tgi_grammar=True)
+    return app
+
+
+TEI_MAX_CLIENT_BATCH_SIZE = 32
+
+
+def make_tei_app(state: ServerState | None = None) -> web.Application:
+    """A Text Embeddings Inference server: ``GET /info``, ``GET /health``, ``POST /embed``
+    (``{"inputs": str | list[str], "normalize", "truncate", "truncation_direction",
+    "prompt_name"}`` -> one vector per input, always a list of lists); more than
+    ``max_client_batch_size`` inputs -> 413, an input over ``state.context_length`` words with
+    ``truncate: false`` -> 413, as TEI answers."""
+    state = _prepare_state(state)
+    app = _new_app(state)
+    model_id = "sentence-transformers/all-MiniLM-L6-v2"
+
+    def tei_error(status: int, message: str, kind: str = "Validation") -> web.Response:
+        return json_response({"error": message, "error_type": kind}, status)
+
+    async def info(request: web.Request) -> web.Response:
+        return json_response(
+            {
+                "model_id": model_id,
+                "model_sha": None,
+                "model_dtype": "float32",
+                "model_type": {"embedding": {"pooling": "mean"}},
+                "max_concurrent_requests": 512,
+                "max_input_length": state.context_length,
+                "max_batch_tokens": 16384,
+                "max_batch_requests": None,
+                "max_client_batch_size": TEI_MAX_CLIENT_BATCH_SIZE,
+                "tokenization_workers": 2,
+                "version": "1.8.0",
+            }
+        )
+
+    async def health(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    async def embed(request: web.Request) -> web.Response:
+        body = get_json(request)
+        if not json_ok(body) or not isinstance(body, dict):
+            return tei_error(422, "Failed to deserialize the JSON body into the target type")
+        raw = body.get("inputs")
+        texts = [raw] if isinstance(raw, str) else raw
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            return tei_error(422, "Failed to deserialize the JSON body into the target type: inputs")
+        if body.get("truncation_direction") not in (None, "Left", "Right", "left", "right"):
+            return tei_error(422, "Failed to deserialize the JSON body into the target type: truncation_direction")
+        if len(texts) > TEI_MAX_CLIENT_BATCH_SIZE:
+            return tei_error(
+                413, f"batch size {len(texts)} > maximum allowed batch size {TEI_MAX_CLIENT_BATCH_SIZE}"
+            )
+        if body.get("truncate") is False:
+            for t in texts:
+                if count_words(t) > state.context_length:
+                    return tei_error(
+                        413,
+                        f"Input validation error: `inputs` must have less than "
+                        f"{state.context_length} tokens. Given: {count_words(t)}",
+                    )
+        return json_response([embed_text(t, state.embedding_dim) for t in texts])
+
+    app.router.add_get("/info", info)
+    app.router.add_get("/health", health)
+    app.router.add_post("/embed", embed)
     return app
