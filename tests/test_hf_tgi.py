@@ -200,3 +200,10 @@ async def test_tei_context_overflow(tgi_server: ServerHandle, tei_server: Server
     async with make(tgi_server, "tgi", embedding_base_url=tei_server.url, truncate=False) as llm:
         with pytest.raises(ContextLengthError):
             await llm.embed("one two three four five")
+
+
+async def test_tgi_server_rejects_openai_shape(tgi_server: ServerHandle) -> None:
+    openai_shape = {"type": "json_schema", "json_schema": {"name": "c", "schema": {}}}
+    async with make(tgi_server, "tgi-chat") as llm:
+        with pytest.raises(InvalidRequestError, match="missing field `value`"):
+            await llm.chat("x", extra_body={"response_format": openai_shape})
