@@ -29,6 +29,7 @@ from llmkit.providers.ollama_wire import (
     format_payload,
     request_fields,
     select_tools,
+    stream_chunk,
     tool_calls,
     usage,
     wire_messages,
@@ -284,7 +285,7 @@ async def _chunks(
     """Stream chunks of ``/api/chat`` or ``/api/generate`` lines, built without validation.
     Usage is recorded on ``llm`` however the stream ends."""
     calls: list[ToolCall] = []
-    construct = StreamChunk.model_construct
+    construct = stream_chunk
     done: Usage | None = None
     try:
         async with aclosing(lines):

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 
 from llmkit.errors import InvalidRequestError, StreamError, error_from_payload
 from llmkit.tools import normalize_tool_choice
-from llmkit.types import ChatResponse, Message, ToolCall, Usage
+from llmkit.types import ChatResponse, Message, StreamChunk, ToolCall, Usage
 
 __all__ = [
     "OLLAMA_RUNTIME_OPTIONS",
@@ -22,6 +22,7 @@ __all__ = [
     "format_payload",
     "request_fields",
     "select_tools",
+    "stream_chunk",
     "tool_calls",
     "usage",
     "wire_messages",
@@ -292,6 +293,33 @@ def tool_calls(message: Mapping[str, Any], start: int = 0) -> list[ToolCall]:
             )
         )
     return calls
+
+
+_new = object.__new__
+_set = object.__setattr__
+_CHUNK_DEFAULTS = {
+    name: field.default for name, field in StreamChunk.model_fields.items()
+    if field.default_factory is None
+}
+_CHUNK_FACTORIES = {
+    name: field.default_factory for name, field in StreamChunk.model_fields.items()
+    if field.default_factory is not None
+}
+
+
+def stream_chunk(**fields: Any) -> StreamChunk:
+    """A :class:`StreamChunk` of already well-typed values, built without validation (what
+    ``model_construct`` does, minus its per-field work): one per streamed line."""
+    chunk: StreamChunk = _new(StreamChunk)
+    values = {**_CHUNK_DEFAULTS, **fields}
+    for name, factory in _CHUNK_FACTORIES.items():
+        if name not in fields:
+            values[name] = factory()  # type: ignore[call-arg]
+    _set(chunk, "__dict__", values)
+    _set(chunk, "__pydantic_fields_set__", set(fields))
+    _set(chunk, "__pydantic_extra__", None)
+    _set(chunk, "__pydantic_private__", None)
+    return chunk
 
 
 def chat_response(data: Any, model: str, provider: str) -> OllamaChatResponse:
