@@ -42,7 +42,7 @@ async def test_portable_options_translated(llm: OllamaLLM, ollama_server: Server
         "hi", max_tokens=5, temperature=0.3, top_p=0.9, top_k=20, seed=1, stop="END",
         presence_penalty=0.5, frequency_penalty=0.25, num_ctx=4096, min_p=0.05,
         keep_alive="10m", timeout=30, extra_headers={"X-Trace": "t1"},
-        extra_body={"truncate": False},
+        extra_body={"format": "json"},
     )
     [body] = bodies(ollama_server)
     assert body["options"] == {
@@ -51,7 +51,7 @@ async def test_portable_options_translated(llm: OllamaLLM, ollama_server: Server
         "num_ctx": 4096, "min_p": 0.05,
     }
     assert body["keep_alive"] == "10m"
-    assert body["truncate"] is False  # extra_body merged as given
+    assert body["format"] == "json"  # extra_body merged as given
     assert "timeout" not in body and "extra_headers" not in body
     assert ollama_server.state.requests_to("/api/chat")[0].headers["X-Trace"] == "t1"
 
@@ -145,7 +145,8 @@ async def test_logprobs(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
     assert all(len(e["top_logprobs"]) == 2 for e in response.logprobs)
     chunks = [c async for c in llm.chat_stream("one two", logprobs=True)]
     streamed = [e["token"] for c in chunks for e in (c.logprobs or [])]
-    assert "".join(streamed) == "Echo: one two"
+    assert "".join(streamed) == "Echo: one two"  # carried by the final line
+    assert chunks[-1].logprobs is not None and chunks[-1].finish_reason == "stop"
     assert (await llm.chat("one two")).logprobs is None
 
 

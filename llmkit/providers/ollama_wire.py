@@ -194,6 +194,9 @@ def _images(msg: Message) -> tuple[str, list[str]]:
 
 
 def wire_messages(msgs: list[Message]) -> list[dict[str, Any]]:
+    """Messages in ``ChatMessage`` shape: ``role``, ``content``, ``images``, ``tool_calls``
+    (the function only) and, on a tool result, ``tool_name`` (from ``name`` or the call it
+    answers); a ``developer`` message is a ``system`` one."""
     out: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # tool_call_id -> function name, for tool results
     for msg in msgs:
@@ -205,24 +208,17 @@ def wire_messages(msgs: list[Message]) -> list[dict[str, Any]]:
             item = {"role": role, "content": text}
             if images:
                 item["images"] = images
-        if msg.tool_calls:
-            calls = []
+        if msg.tool_calls:  # Ollama's ToolCall is the function alone (no id)
             for tc in msg.tool_calls:
                 if tc.id:
                     names[tc.id] = tc.name
-                call: dict[str, Any] = {"function": {"name": tc.name, "arguments": tc.arguments}}
-                if tc.id:
-                    call["id"] = tc.id
-                calls.append(call)
-            item["tool_calls"] = calls
-        if role == "tool":
+            item["tool_calls"] = [
+                {"function": {"name": tc.name, "arguments": tc.arguments}} for tc in msg.tool_calls
+            ]
+        if role == "tool":  # a tool result names its tool (``tool_name``), not a call id
             name = msg.name or (names.get(msg.tool_call_id) if msg.tool_call_id else None)
             if name:
                 item["tool_name"] = name
-            if msg.tool_call_id:
-                item["tool_call_id"] = msg.tool_call_id
-        elif msg.name:
-            item["name"] = msg.name
         out.append(item)
     return out
 

@@ -26,7 +26,8 @@ Behaviour (deterministic):
   /api/blobs/<digest>`` (201; 400 when the body's sha256 is not the digest). ``/api/create``
   with ``files`` / ``adapters`` needs their digests uploaded first (400 ``blob ... not found``).
 * ``think`` must be a bool or one of ``high``, ``medium``, ``low``, ``max`` (else 400);
-  ``logprobs: true`` adds ``logprobs`` entries (with ``top_logprobs`` alternatives).
+  ``logprobs: true`` adds ``logprobs`` entries (with ``top_logprobs`` alternatives) to the
+  full response, i.e. the final line of a stream.
 """
 
 from __future__ import annotations
@@ -263,8 +264,6 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
                 out["response"] = content
                 if thinking is not None:
                     out["thinking"] = thinking
-            if want_logprobs and content:
-                out["logprobs"] = token_logprobs(content, top_logprobs)
             out["done"] = False
             return out
 
@@ -323,12 +322,13 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
         if not chat:
             final["context"] = [1, 2, 3]
 
+        if want_logprobs and text:
+            # the spec has ``logprobs`` on the full response (the final line of a stream)
+            final["logprobs"] = [
+                lp for piece in split_pieces(text) for lp in token_logprobs(piece, top_logprobs)
+            ]
         if not stream:
             full = line(text, thinking=thinking, tool_calls=tool_calls)
-            if want_logprobs and text:
-                full["logprobs"] = [
-                    lp for piece in split_pieces(text) for lp in token_logprobs(piece, top_logprobs)
-                ]
             full.update({k: v for k, v in final.items() if k not in ("message", "response")})
             return json_response(full)
 
