@@ -104,7 +104,7 @@ class Floor:
 
 
 class Llmkit:
-    name = "llmkit OllamaLLM"
+    name = "llmkit OllamaLLM (generate_stream)"
 
     def __init__(self, url: str) -> None:
         from llmkit.providers.ollama import OllamaLLM
