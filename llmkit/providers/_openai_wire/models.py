@@ -41,8 +41,14 @@ def _entry(models: Any, model: str) -> dict[str, Any] | None:
     for m in entries:
         if m.get("id") == model:
             return m
-    # llama.cpp serves one model under any name: its single entry is the one.
-    return entries[0] if len(entries) == 1 else None
+    # llama.cpp serves its one model under any name: its single entry is the one.
+    if len(entries) == 1 and _is_llama_cpp(entries[0]):
+        return entries[0]
+    return None
+
+
+def _is_llama_cpp(entry: dict[str, Any]) -> bool:
+    return entry.get("owned_by") == "llamacpp" or isinstance(entry.get("meta"), dict)
 
 
 def context_from_models(models: Any, model: str) -> int | None:
@@ -61,9 +67,7 @@ def context_from_models(models: Any, model: str) -> int | None:
 
 def looks_like_llama_cpp(models: Any, model: str) -> bool:
     entry = _entry(models, model)
-    return entry is not None and (
-        entry.get("owned_by") == "llamacpp" or isinstance(entry.get("meta"), dict)
-    )
+    return entry is not None and _is_llama_cpp(entry)
 
 
 def context_from_props(props: Any) -> int | None:
