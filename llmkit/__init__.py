@@ -32,8 +32,10 @@ if TYPE_CHECKING:
         RateLimitError,
         ServerError,
         StreamError,
+        StreamTimeoutError,
     )
     from llmkit.metrics import Metrics
+    from llmkit.options import CallOptions
     from llmkit.providers.huggingface import HuggingFaceLLM
     from llmkit.providers.mock import MockLLM
     from llmkit.providers.ollama import OllamaLLM
@@ -82,7 +84,9 @@ _LAZY = {
     "RateLimitError": "llmkit.errors",
     "ServerError": "llmkit.errors",
     "StreamError": "llmkit.errors",
+    "StreamTimeoutError": "llmkit.errors",
     "Metrics": "llmkit.metrics",
+    "CallOptions": "llmkit.options",
     "LLMFactory": "llmkit.registry",
     "create_llm": "llmkit.registry",
     "list_providers": "llmkit.registry",
@@ -122,6 +126,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AuthenticationError",
     "BaseLLM",
+    "CallOptions",
     "Capabilities",
     "ChatResponse",
     "Choice",
@@ -151,6 +156,7 @@ __all__ = [
     "ServerError",
     "StreamChunk",
     "StreamError",
+    "StreamTimeoutError",
     "ToolCall",
     "ToolCallDelta",
     "Usage",

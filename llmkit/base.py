@@ -336,9 +336,15 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
     return out
 
 
+_SCHEMA_KEYS = frozenset(
+    {"type", "properties", "$schema", "$ref", "anyOf", "oneOf", "allOf", "enum", "items", "$defs"}
+)
+
+
 def response_format_payload(response_format: Any) -> tuple[dict[str, Any] | None, Any]:
-    """OpenAI ``response_format`` body for a pydantic class, a JSON schema dict or an
-    OpenAI-style dict; returns (payload, model class or None)."""
+    """OpenAI ``response_format`` body for a pydantic class, a JSON schema dict, an
+    OpenAI-style dict (checked) or ``"json"`` / ``"text"``; returns (payload, model class
+    or None). Anything else is an :class:`InvalidRequestError`."""
     if response_format is None:
         return None, None
     if isinstance(response_format, type) and issubclass(response_format, BaseModel):
@@ -351,13 +357,31 @@ def response_format_payload(response_format: Any) -> tuple[dict[str, Any] | None
             response_format,
         )
     if isinstance(response_format, dict):
-        if response_format.get("type") in ("json_schema", "json_object", "text"):
+        kind = response_format.get("type")
+        if kind == "json_schema":
+            spec = response_format.get("json_schema")
+            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
+                raise InvalidRequestError(
+                    "response_format json_schema needs {'json_schema': {'name': ..., 'schema': {...}}}"
+                )
+            if "schema" in spec and not isinstance(spec["schema"], dict):
+                raise InvalidRequestError("response_format json_schema.schema must be an object")
             return dict(response_format), None
-        # a bare JSON schema
-        return {"type": "json_schema", "json_schema": {"name": "response", "schema": response_format}}, None
-    if response_format == "json":
+        if kind in ("json_object", "text"):
+            return dict(response_format), None
+        if response_format.keys() & _SCHEMA_KEYS:  # a bare JSON schema
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "response", "schema": response_format},
+            }, None
+    elif response_format in ("json", "json_object"):
         return {"type": "json_object"}, None
-    raise InvalidRequestError(f"unsupported response_format: {response_format!r}")
+    elif response_format == "text":
+        return {"type": "text"}, None
+    raise InvalidRequestError(
+        f"unsupported response_format {response_format!r:.100}: use a pydantic class, a JSON "
+        "schema, 'json', or OpenAI's {'type': 'json_schema' | 'json_object' | 'text'}"
+    )
 
 
 def parse_structured(text: str, response_format: Any, provider: str | None) -> Any:

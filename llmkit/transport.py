@@ -21,6 +21,7 @@ from llmkit.errors import (
     LLMTimeoutError,
     ServerError,
     StreamError,
+    StreamTimeoutError,
     error_from_response,
     redact,
 )
@@ -66,7 +67,7 @@ def map_client_error(exc: BaseException, provider: str, url: str, *, stream: boo
     if isinstance(exc, (aiohttp.ClientOSError, OSError)):
         return LLMConnectionError(f"connection error with {where}: {exc}", provider=provider)
     if isinstance(exc, aiohttp.TooManyRedirects):
-        return LLMError(f"too many redirects: {where}", provider=provider)
+        return LLMConnectionError(f"too many redirects: {where}", provider=provider, retryable=False)
     return LLMConnectionError(f"HTTP client error with {where}: {exc!r}", provider=provider)
 
 
@@ -357,7 +358,9 @@ class HTTPTransport:
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
                     err = map_client_error(exc, self.provider, url, stream=yielded)
                     if yielded and not isinstance(err, StreamError):
-                        err = StreamError(
+                        # a read timeout stays a timeout too (StreamTimeoutError)
+                        cls = StreamTimeoutError if isinstance(err, LLMTimeoutError) else StreamError
+                        err = cls(
                             f"stream interrupted after partial output: {err.message}",
                             provider=self.provider,
                         )

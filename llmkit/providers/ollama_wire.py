@@ -228,7 +228,7 @@ def select_tools(tools: list[dict[str, Any]] | None, tool_choice: Any) -> list[d
     only that one; ``"auto"`` and ``"required"`` send them all."""
     if not tools:
         return None
-    choice = normalize_tool_choice(tool_choice)
+    choice = normalize_tool_choice(tool_choice, tools)
     if choice == "none":
         return None
     if isinstance(choice, Mapping):
