@@ -17,7 +17,7 @@ from llmkit import (
 )
 from llmkit.providers.huggingface import HuggingFaceLLM
 from tests.servers import ServerHandle, ServerState, serve
-from tests.servers.hf_server import make_tei_app
+from tests.servers.tei_server import make_tei_app
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 

@@ -16,7 +16,7 @@
   ``library``, ``sort``, ``direction``, ``limit``, ``full``, ``cursor``; a ``Link: <...>;
   rel="next"`` header when more results remain), ``GET /api/models/{repo_id}`` (and
   ``.../revision/{rev}``; with ``expand[]=inferenceProviderMapping`` only that attribute,
-  from :data:`PROVIDER_MAPPINGS`), 404 ``{"error": "Repository not found"}``.
+  from ``hub_server.PROVIDER_MAPPINGS``), 404 ``{"error": "Repository not found"}``.
 
 ``make_tgi_app(state)`` is a TGI-only variant (``/info``, ``/health``, ``/generate``,
 ``/generate_stream``, ``/v1/chat/completions``, ``/v1/models``) whose messages API takes
@@ -24,8 +24,8 @@
 OpenAI shape is a 422 "missing field `value`", as TGI answers), like ``parameters.grammar``
 of ``/generate``. ``best_of`` above ``max_best_of`` is a 422.
 
-``make_tei_app(state)`` is a Text Embeddings Inference server (``/info``, ``/health``,
-``/embed``).
+The Hub routes are in ``hub_server``; ``tei_server.make_tei_app(state)`` is a Text
+Embeddings Inference server (``/info``, ``/health``, ``/embed``).
 
 Errors: TGI shape ``{"error": "...", "error_type": "..."}`` (422 validation, 424
 generation, 429 overloaded, 500 incomplete_generation, 503 unhealthy); 401 is
@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
-from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
@@ -63,6 +62,7 @@ from .base import (
     split_pieces,
     tgi_error_body,
 )
+from .hub_server import add_hub_routes, default_hub_models
 from .openai_server import ChatErrors, make_chat_handler
 
 DEFAULT_HF_MODELS = [
@@ -80,22 +80,6 @@ ROUTER_PROVIDERS = (
     "together",
 )
 ROUTER_POLICIES = ("fastest", "cheapest", "preferred")
-# The Hub's inferenceProviderMapping of some models, in the account's preference order.
-PROVIDER_MAPPINGS: dict[str, dict[str, dict[str, Any]]] = {
-    "BAAI/bge-small-en-v1.5": {
-        "novita": {"status": "live", "providerId": "baai/bge-small", "task": "conversational"},
-        "scaleway": {"status": "staging", "providerId": "bge-small-staging",
-                     "task": "feature-extraction"},
-        "together": {"status": "live", "providerId": "BAAI/bge-small-en-v1.5-together",
-                     "task": "feature-extraction"},
-        "hf-inference": {"status": "live", "providerId": "BAAI/bge-small-en-v1.5",
-                         "task": "feature-extraction"},
-    },
-    "sentence-transformers/all-MiniLM-L6-v2": {
-        "hf-inference": {"status": "live", "providerId": "sentence-transformers/all-MiniLM-L6-v2",
-                         "task": "feature-extraction"},
-    },
-}
 EMBEDDING_ROUTES = {
     "together": "/together/v1/embeddings",
     "scaleway": "/scaleway/v1/embeddings",
@@ -213,112 +197,6 @@ def _token(piece: str, index: int) -> dict[str, Any]:
         "logprob": round(-0.1 - 0.01 * index, 4),
         "special": False,
     }
-
-
-def default_hub_models() -> list[dict[str, Any]]:
-    """Hub model records (the same fields the Hub returns with ``full=true``)."""
-
-    def record(
-        repo_id: str,
-        pipeline_tag: str,
-        library: str,
-        downloads: int,
-        likes: int,
-        tags: list[str],
-        created: str,
-        files: list[str],
-        gated: bool | str = False,
-    ) -> dict[str, Any]:
-        sha = hashlib.sha1(repo_id.encode()).hexdigest()
-        return {
-            "_id": sha[:24],
-            "id": repo_id,
-            "modelId": repo_id,
-            "author": repo_id.split("/")[0],
-            "sha": sha,
-            "lastModified": created.replace("T00", "T12"),
-            "createdAt": created,
-            "private": False,
-            "disabled": False,
-            "gated": gated,
-            "downloads": downloads,
-            "likes": likes,
-            "trendingScore": likes // 10,
-            "tags": [*tags, library, pipeline_tag],
-            "pipeline_tag": pipeline_tag,
-            "library_name": library,
-            "siblings": [{"rfilename": f} for f in files],
-            "cardData": {"license": "apache-2.0", "language": ["en"], "tags": tags},
-        }
-
-    return [
-        record(
-            "meta-llama/Llama-3.1-8B-Instruct",
-            "text-generation",
-            "transformers",
-            5_000_000,
-            4000,
-            ["safetensors", "llama", "conversational", "text-generation-inference"],
-            "2024-07-18T00:00:00.000Z",
-            ["README.md", "config.json", "model.safetensors", "tokenizer.json"],
-            gated="manual",
-        ),
-        record(
-            "sentence-transformers/all-MiniLM-L6-v2",
-            "sentence-similarity",
-            "sentence-transformers",
-            90_000_000,
-            3000,
-            ["pytorch", "safetensors", "bert", "feature-extraction"],
-            "2022-03-02T00:00:00.000Z",
-            ["README.md", "config.json", "model.safetensors", "modules.json"],
-        ),
-        record(
-            "BAAI/bge-small-en-v1.5",
-            "feature-extraction",
-            "sentence-transformers",
-            3_000_000,
-            300,
-            ["pytorch", "onnx", "bert", "mteb"],
-            "2023-09-12T00:00:00.000Z",
-            ["README.md", "config.json", "model.safetensors"],
-        ),
-        record(
-            "Qwen/Qwen2.5-0.5B-Instruct",
-            "text-generation",
-            "transformers",
-            1_500_000,
-            400,
-            ["safetensors", "qwen2", "conversational", "text-generation-inference"],
-            "2024-09-16T00:00:00.000Z",
-            ["README.md", "config.json", "model.safetensors", "tokenizer.json"],
-        ),
-        record(
-            "openai-community/gpt2",
-            "text-generation",
-            "transformers",
-            10_000_000,
-            2500,
-            ["pytorch", "tf", "jax", "gpt2"],
-            "2022-03-02T00:00:00.000Z",
-            ["README.md", "config.json", "pytorch_model.bin"],
-        ),
-    ]
-
-
-SUMMARY_FIELDS = (
-    "_id",
-    "id",
-    "likes",
-    "trendingScore",
-    "private",
-    "downloads",
-    "tags",
-    "pipeline_tag",
-    "library_name",
-    "createdAt",
-    "modelId",
-)
 
 
 def _prepare_state(state: ServerState | None) -> ServerState:
@@ -634,90 +512,13 @@ def _add_router_routes(app: web.Application, state: ServerState) -> None:
         app.router.add_post(route, provider_embeddings)
 
 
-def _add_hub_routes(app: web.Application, state: ServerState) -> None:
-    def hub_error(status: int, message: str, code: str) -> web.Response:
-        return json_response(
-            {"error": message}, status, {"X-Error-Code": code, "X-Error-Message": message}
-        )
-
-    async def list_models(request: web.Request) -> web.Response:
-        q = request.query
-        items = list(state.hub_models or [])
-        search = q.get("search")
-        if search:
-            items = [m for m in items if search.lower() in str(m.get("id", "")).lower()]
-        author = q.get("author")
-        if author:
-            items = [m for m in items if str(m.get("id", "")).split("/")[0] == author]
-        filters: list[str] = []
-        for value in q.getall("filter", []):
-            filters.extend(f for f in value.split(",") if f)
-        for f in filters:
-            items = [
-                m
-                for m in items
-                if f in (m.get("tags") or []) or f in (m.get("pipeline_tag"), m.get("library_name"))
-            ]
-        pipeline_tag = q.get("pipeline_tag")
-        if pipeline_tag:
-            items = [m for m in items if m.get("pipeline_tag") == pipeline_tag]
-        library = q.get("library")
-        if library:
-            items = [m for m in items if m.get("library_name") == library]
-        sort = q.get("sort")
-        if sort:
-            key = "trendingScore" if sort == "trending_score" else sort
-            descending = q.get("direction", "-1") == "-1"
-            present = [m for m in items if m.get(key) is not None]
-            missing = [m for m in items if m.get(key) is None]
-            present.sort(key=lambda m: m[key], reverse=descending)
-            items = present + missing
-        try:
-            offset = max(0, int(q.get("cursor", "0")))
-        except ValueError:
-            return hub_error(400, "Invalid cursor", "InvalidCursor")
-        limit_raw = q.get("limit")
-        try:
-            limit = int(limit_raw) if limit_raw is not None else 1000
-        except ValueError:
-            return hub_error(400, '"limit" must be a number', "BadRequest")
-        page = items[offset : offset + limit] if limit > 0 else items[offset:]
-        full = q.get("full", "").lower() in ("1", "true")
-        out = [dict(m) if full else {k: m[k] for k in SUMMARY_FIELDS if k in m} for m in page]
-        headers: dict[str, str] = {}
-        if limit > 0 and offset + limit < len(items):
-            params = [(k, v) for k, v in q.items() if k != "cursor"]
-            params.append(("cursor", str(offset + limit)))
-            url = request.url.with_query(None)
-            headers["Link"] = f'<{url}?{urlencode(params)}>; rel="next"'
-        return json_response(out, headers=headers)
-
-    async def model_info(request: web.Request) -> web.Response:
-        repo_id = request.match_info["repo_id"]
-        if "/revision/" in repo_id:
-            repo_id = repo_id.split("/revision/", 1)[0]
-        expand = request.query.getall("expand[]", [])
-        for m in state.hub_models or []:
-            if m.get("id") == repo_id:
-                if expand:  # only the requested attributes, as the Hub does
-                    out: dict[str, Any] = {"_id": m["_id"], "id": repo_id}
-                    if "inferenceProviderMapping" in expand:
-                        out["inferenceProviderMapping"] = PROVIDER_MAPPINGS.get(repo_id, {})
-                    return json_response(out)
-                return json_response(m)
-        return hub_error(404, "Repository not found", "RepoNotFound")
-
-    app.router.add_get("/api/models", list_models)
-    app.router.add_get("/api/models/{repo_id:.+}", model_info)
-
-
 def make_hf_app(state: ServerState | None = None) -> web.Application:
     """Router + TGI + Hub on one app."""
     state = _prepare_state(state)
     app = _new_app(state)
     _add_tgi_routes(app, state, tgi_grammar=False)
     _add_router_routes(app, state)
-    _add_hub_routes(app, state)
+    add_hub_routes(app, state)
     return app
 
 
@@ -726,70 +527,4 @@ def make_tgi_app(state: ServerState | None = None) -> web.Application:
     state = _prepare_state(state)
     app = _new_app(state)
     _add_tgi_routes(app, state, tgi_grammar=True)
-    return app
-
-
-TEI_MAX_CLIENT_BATCH_SIZE = 32
-
-
-def make_tei_app(state: ServerState | None = None) -> web.Application:
-    """A Text Embeddings Inference server: ``GET /info``, ``GET /health``, ``POST /embed``
-    (``{"inputs": str | list[str], "normalize", "truncate", "truncation_direction",
-    "prompt_name"}`` -> one vector per input, always a list of lists); more than
-    ``max_client_batch_size`` inputs -> 413, an input over ``state.context_length`` words with
-    ``truncate: false`` -> 413, as TEI answers."""
-    state = _prepare_state(state)
-    app = _new_app(state)
-    model_id = "sentence-transformers/all-MiniLM-L6-v2"
-
-    def tei_error(status: int, message: str, kind: str = "Validation") -> web.Response:
-        return json_response({"error": message, "error_type": kind}, status)
-
-    async def info(request: web.Request) -> web.Response:
-        return json_response(
-            {
-                "model_id": model_id,
-                "model_sha": None,
-                "model_dtype": "float32",
-                "model_type": {"embedding": {"pooling": "mean"}},
-                "max_concurrent_requests": 512,
-                "max_input_length": state.context_length,
-                "max_batch_tokens": 16384,
-                "max_batch_requests": None,
-                "max_client_batch_size": TEI_MAX_CLIENT_BATCH_SIZE,
-                "tokenization_workers": 2,
-                "version": "1.8.0",
-            }
-        )
-
-    async def health(request: web.Request) -> web.Response:
-        return web.Response(status=200)
-
-    async def embed(request: web.Request) -> web.Response:
-        body = get_json(request)
-        if not json_ok(body) or not isinstance(body, dict):
-            return tei_error(422, "Failed to deserialize the JSON body into the target type")
-        raw = body.get("inputs")
-        texts = [raw] if isinstance(raw, str) else raw
-        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            return tei_error(422, "Failed to deserialize the JSON body into the target type: inputs")
-        if body.get("truncation_direction") not in (None, "Left", "Right", "left", "right"):
-            return tei_error(422, "Failed to deserialize the JSON body into the target type: truncation_direction")
-        if len(texts) > TEI_MAX_CLIENT_BATCH_SIZE:
-            return tei_error(
-                413, f"batch size {len(texts)} > maximum allowed batch size {TEI_MAX_CLIENT_BATCH_SIZE}"
-            )
-        if body.get("truncate") is False:
-            for t in texts:
-                if count_words(t) > state.context_length:
-                    return tei_error(
-                        413,
-                        f"Input validation error: `inputs` must have less than "
-                        f"{state.context_length} tokens. Given: {count_words(t)}",
-                    )
-        return json_response([embed_text(t, state.embedding_dim) for t in texts])
-
-    app.router.add_get("/info", info)
-    app.router.add_get("/health", health)
-    app.router.add_post("/embed", embed)
     return app
