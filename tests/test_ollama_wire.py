@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 
-from llmkit import ContextLengthError, InvalidRequestError, LLMConfig
+from llmkit import ContextLengthError, InvalidRequestError, LLMConfig, Message
 from llmkit.providers.ollama import OllamaChatResponse, OllamaLLM, OllamaTimings
 from tests.servers import ServerHandle
 
@@ -19,6 +20,17 @@ THOUGHT = "Thinking about the request."
 async def llm(ollama_server: ServerHandle) -> AsyncIterator[OllamaLLM]:
     async with OllamaLLM(model="llama3.2", base_url=ollama_server.url, max_retries=0) as client:
         yield client
+
+
+class City(BaseModel):
+    name: str
+    population: int
+
+
+def last_body(server: ServerHandle, path: str = "/api/chat") -> dict[str, Any]:
+    body = server.state.requests_to(path)[-1].json
+    assert isinstance(body, dict)
+    return body
 
 
 def bodies(server: ServerHandle, path: str = "/api/chat") -> list[dict[str, Any]]:
@@ -189,3 +201,110 @@ async def test_embed_context_overflow(ollama_server: ServerHandle) -> None:
     ) as llm:
         with pytest.raises(ContextLengthError, match="context length"):
             await llm.embed("one two three four five six seven eight nine ten")
+
+
+# --------------------------------------------------------------------------- structured output, images
+
+
+async def test_structured_output_pydantic(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    response = await llm.chat("describe a city", response_format=City)
+    assert isinstance(response.parsed, City)
+    assert isinstance(response.parsed.population, int)
+    fmt = last_body(ollama_server)["format"]
+    assert fmt["properties"]["name"]["type"] == "string"
+    assert fmt["required"] == ["name", "population"]
+
+
+async def test_structured_output_json_and_schema(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    response = await llm.chat("json please", response_format="json")
+    assert response.parsed == {"result": "text"}
+    assert last_body(ollama_server)["format"] == "json"
+    schema = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"]}
+    response = await llm.chat("schema please", response_format=schema)
+    assert isinstance(response.parsed, dict) and isinstance(response.parsed["ok"], bool)
+    assert last_body(ollama_server)["format"] == schema
+
+
+async def test_structured_output_mismatch_raises(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    # format= overrides the wire format; the reply ({"result": "text"}) is still checked
+    with pytest.raises(InvalidRequestError, match="City"):
+        await llm.chat("x", format="json", response_format=City)
+    assert last_body(ollama_server)["format"] == "json"
+
+
+async def test_images_passthrough(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    await llm.chat([Message("user", "what is this?", images=["aGVsbG8="])])
+    assert last_body(ollama_server)["messages"][0] == {
+        "role": "user", "content": "what is this?", "images": ["aGVsbG8="]
+    }
+    await llm.chat(
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "and this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,d29ybGQ="}},
+                ],
+            }
+        ]
+    )
+    assert last_body(ollama_server)["messages"][0] == {
+        "role": "user", "content": "and this?", "images": ["d29ybGQ="]
+    }
+
+
+# --------------------------------------------------------------------------- /api/generate
+
+
+async def test_generate_completion(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
+    text = await llm.generate_completion(
+        "complete me", system="sys", raw=True, suffix="END", images=["aW1n"], max_tokens=10,
+        top_k=5, keep_alive="2m",
+    )
+    assert text == "Echo: complete me"
+    body = last_body(ollama_server, "/api/generate")
+    assert body["prompt"] == "complete me"
+    assert body["stream"] is False
+    assert (body["system"], body["raw"], body["suffix"], body["images"]) == ("sys", True, "END", ["aW1n"])
+    assert body["keep_alive"] == "2m"
+    assert body["options"]["num_predict"] == 10 and body["options"]["top_k"] == 5
+    assert "system" not in body["options"]
+    assert llm.get_token_usage().completion_tokens == 3
+
+
+# --------------------------------------------------------------------------- embeddings
+
+
+async def test_embed_and_batch_order_and_chunking(ollama_server: ServerHandle) -> None:
+    async with OllamaLLM(
+        model="nomic-embed-text", base_url=ollama_server.url, extra={"embedding_batch_size": 2}
+    ) as llm:
+        single = await llm.embed("alpha")
+        assert len(single) == 8 and all(isinstance(x, float) for x in single)
+        body = last_body(ollama_server, "/api/embed")
+        assert body == {"model": "nomic-embed-text", "input": ["alpha"]}
+        texts = ["alpha", "beta", "gamma", "delta", "epsilon"]
+        vectors = await llm.embed_batch(texts)
+        assert len(vectors) == 5
+        assert vectors[0] == single
+        assert vectors[1] != vectors[2]
+        reqs = ollama_server.state.requests_to("/api/embed")[1:]
+        assert sorted(len(r.json["input"]) for r in reqs) == [1, 2, 2]
+        assert sorted(t for r in reqs for t in r.json["input"]) == sorted(texts)
+        # each vector belongs to its own input
+        for text, vec in zip(texts, vectors, strict=True):
+            assert vec == await llm.embed(text)
+        assert await llm.embed_batch([]) == []
+        with pytest.raises(InvalidRequestError):
+            await llm.embed_batch("not a list")  # type: ignore[arg-type]
+
+
+async def test_embedding_model_from_extra(ollama_server: ServerHandle) -> None:
+    async with OllamaLLM(
+        model="llama3.2", base_url=ollama_server.url,
+        extra={"embedding_model": "nomic-embed-text", "keep_alive": "30s"},
+    ) as llm:
+        await llm.embed("x")
+    body = last_body(ollama_server, "/api/embed")
+    assert body["model"] == "nomic-embed-text"
+    assert body["keep_alive"] == "30s"
