@@ -38,6 +38,7 @@ loading", "estimated_time": state.loading_estimated_time}``. The mid-stream erro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -48,6 +49,7 @@ from .base import (
     CREATED_TS,
     JSON,
     JSON_KEY,
+    SPEC_FLAVOUR_KEY,
     EventWriter,
     ProviderSpec,
     ServerState,
@@ -168,6 +170,48 @@ def check_grammar(grammar: JSON, field: str) -> dict[str, Any] | web.Response:
     return {"type": "json_schema", "json_schema": {"name": "grammar", "schema": value}}
 
 
+def tgi_chat_shape(obj: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat completion or chunk in the shape of TGI's messages API
+    (tgi-openapi.json ChatCompletion / ChatCompletionChunk): no ``object``/``service_tier``,
+    a message is text or tool calls, every delta carries ``role`` and ``content`` (or
+    complete ``tool_calls`` entries), usage has the three counts only."""
+    out = {k: v for k, v in obj.items() if k not in ("object", "service_tier")}
+    choices = []
+    for choice in obj.get("choices") or []:
+        choice = dict(choice)
+        if "message" in choice:
+            choice["message"] = _tgi_message(choice["message"], delta=False)
+        if "delta" in choice:
+            choice["delta"] = _tgi_message(choice["delta"], delta=True)
+        choices.append(choice)
+    out["choices"] = choices
+    usage = obj.get("usage")
+    if isinstance(usage, dict):
+        out["usage"] = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return out
+
+
+def _tgi_message(message: dict[str, Any], delta: bool) -> dict[str, Any]:
+    role = message.get("role") or "assistant"
+    calls = message.get("tool_calls")
+    if not calls:
+        return {"role": role, "content": message.get("content") or ""}
+    shaped = []
+    for call in calls:
+        fn = call.get("function") or {}
+        entry: dict[str, Any] = {"id": call.get("id") or "", "type": "function"}
+        if delta:
+            entry["index"] = call.get("index", 0)
+            entry["function"] = {"name": fn.get("name"), "arguments": fn.get("arguments") or ""}
+        else:
+            entry["function"] = {"name": fn.get("name") or "", "arguments": fn.get("arguments")}
+        shaped.append(entry)
+    return {"role": role, "tool_calls": shaped}
+
+
+TGI_CHAT_ERRORS = dataclasses.replace(HF_CHAT_ERRORS, reshape=tgi_chat_shape)
+
+
 def _hf_huge(path: str, body: JSON) -> tuple[bytes, bytes]:
     if path.startswith("/generate"):
         return b'{"generated_text":"', b'"}'
@@ -225,10 +269,16 @@ def _new_app(state: ServerState) -> web.Application:
     return app
 
 
-def _add_tgi_routes(app: web.Application, state: ServerState, *, tgi_grammar: bool) -> None:
+def _add_tgi_routes(
+    app: web.Application,
+    state: ServerState,
+    chat_errors: ChatErrors = HF_CHAT_ERRORS,
+    *,
+    tgi_grammar: bool = False,
+) -> None:
     """TGI's routes; ``tgi_grammar``: the messages API takes TGI's ``response_format``
     (a GrammarType, as TGI does) rather than OpenAI's (as the router does)."""
-    chat_handler = make_chat_handler(state, HF_CHAT_ERRORS)
+    chat_handler = make_chat_handler(state, chat_errors)
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = get_json(request)
@@ -409,7 +459,6 @@ def _add_tgi_routes(app: web.Application, state: ServerState, *, tgi_grammar: bo
             return {
                 "index": i + 1,
                 "token": token,
-                "top_tokens": None,
                 "generated_text": plan["generated"] if final else None,
                 "details": {
                     "finish_reason": plan["finish"],
@@ -461,9 +510,9 @@ def _add_router_routes(app: web.Application, state: ServerState) -> None:
             return loading_response(state, model)
         inputs = body.get("inputs")
         if isinstance(inputs, str):
-            texts, single = [inputs], True
+            texts = [inputs]
         elif isinstance(inputs, list) and inputs and all(isinstance(x, str) for x in inputs):
-            texts, single = list(inputs), False
+            texts = list(inputs)
         else:
             return tgi_error(
                 422,
@@ -477,8 +526,8 @@ def _add_router_routes(app: web.Application, state: ServerState) -> None:
                         413,
                         f"Input validation error: `inputs` must have less than {state.context_length} tokens. Given: {n}",
                     )
-        vectors = [embed_text(t, state.embedding_dim) for t in texts]
-        return json_response(vectors[0] if single else vectors)
+        # An array of arrays for a string too (inference-providers-tasks-feature-extraction.md)
+        return json_response([embed_text(t, state.embedding_dim) for t in texts])
 
     async def provider_embeddings(request: web.Request) -> web.Response:
         """OpenAI-shaped embeddings of the other providers behind the router."""
@@ -526,5 +575,6 @@ def make_tgi_app(state: ServerState | None = None) -> web.Application:
     """TGI-only variant (no router feature-extraction, no Hub)."""
     state = _prepare_state(state)
     app = _new_app(state)
-    _add_tgi_routes(app, state, tgi_grammar=True)
+    app[SPEC_FLAVOUR_KEY] = "tgi"  # its /v1/chat/completions is TGI's, not the router's
+    _add_tgi_routes(app, state, TGI_CHAT_ERRORS, tgi_grammar=True)
     return app

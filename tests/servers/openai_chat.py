@@ -60,6 +60,8 @@ class ChatErrors:
     context_length: Callable[[int, int], web.Response]
     stream_error: Callable[[str | None], JSON]
     sse_prefix: bytes = b"data: "
+    # Rewrites each OpenAI-shaped body / chunk into the endpoint's own shape (TGI's).
+    reshape: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -169,6 +171,9 @@ def structured_reply(response_format: JSON) -> str | None:
         return orjson.dumps(schema_instance(schema)).decode()
     if kind == "json_object":
         return '{"result": "text"}'
+    if kind == "json":  # TGI's messages API: {"type": "json", "value": <schema>}
+        value = response_format.get("value")
+        return orjson.dumps(schema_instance(value if isinstance(value, dict) else {})).decode()
     return None
 
 
@@ -428,14 +433,16 @@ async def stream_chat(
         for i, c in enumerate(plan.choices)
     ]
     longest = max(len(items) for items in per_choice)
+    reshape = errors.reshape or (lambda event: event)
     for step in range(longest):
         for items in per_choice:
-            if step < len(items) and not await writer.send(chunk([items[step]])):
+            if step < len(items) and not await writer.send(reshape(chunk([items[step]]))):
                 return await writer.finish()
     final = None
     if include_usage:
         final = chunk([])
         final["usage"] = usage_body(plan)
+        final = reshape(final)
     return await writer.finish(final)
 
 
@@ -449,6 +456,7 @@ def make_chat_handler(state: ServerState, errors: ChatErrors) -> Callable[[web.R
             return plan
         if body.get("stream") is True:
             return await stream_chat(request, plan, body, errors)
-        return json_response(chat_completion_body(plan, f"chatcmpl-{state.next_id():08d}"))
+        out = chat_completion_body(plan, f"chatcmpl-{state.next_id():08d}")
+        return json_response(errors.reshape(out) if errors.reshape is not None else out)
 
     return handler
