@@ -77,7 +77,8 @@ def parse_modelfile(text: str) -> dict[str, Any]:
     bools; ``stop`` is always a list, one entry per line); ``SYSTEM``, ``TEMPLATE``,
     ``RENDERER``, ``PARSER`` -> strings; ``MESSAGE role content`` -> ``messages``;
     ``LICENSE`` -> a string, or a list when repeated; ``ADAPTER ref`` -> ``adapters``
-    (``{file name: ref}``; ``ref`` must name a blob the server has, e.g. ``sha256:...``).
+    (``{file name: ref}``; a local path is uploaded by ``OllamaLLM.create_model``, which
+    also turns a ``FROM`` naming a local file or directory into ``files``).
     Instructions are case-insensitive, ``#`` starts a comment line, values may be quoted
     (``"..."``) or triple-quoted over several lines (``\"\"\"...\"\"\"``). An unknown
     instruction raises :class:`InvalidRequestError` naming the line.
