@@ -240,7 +240,7 @@ def resolve_options(
         value = getattr(config, name)
         if value is not None:
             send[name] = value
-    client: dict[str, Any] = {}
+    client: dict[str, Any] | None = None
     for name, value in options.items():
         if value is None:
             continue
@@ -248,6 +248,8 @@ def resolve_options(
         if check is not None:
             value = check(name, value)
             if name in CLIENT_OPTIONS:
+                if client is None:
+                    client = {}
                 client[name] = value
             else:
                 send[name] = value

@@ -174,7 +174,18 @@ class OpenAICompatible(HTTPProvider):
                 async for item in events:
                     if item is None:
                         continue
-                    for chunk in (item,) if type(item) is StreamChunk else item:
+                    if type(item) is StreamChunk:
+                        if item.usage is None and item.finish_reason is None and not item.tool_calls:
+                            # the common case: a content, reasoning or refusal delta
+                            if pending is not None:
+                                yield pending
+                                pending = None
+                            yield item
+                            continue
+                        chunks: list[StreamChunk] = [item]
+                    else:
+                        chunks = item
+                    for chunk in chunks:
                         if chunk.usage is not None:
                             usage = chunk.usage
                             if pending is not None and not (chunk.raw or {}).get("choices"):
