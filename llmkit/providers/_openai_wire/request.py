@@ -15,7 +15,6 @@ from llmkit.tools import normalize_tool_choice, to_openai_tools
 from llmkit.types import Message, MessagesInput, normalize_messages
 
 __all__ = [
-    "OPENAI_PROVIDER_OPTIONS",
     "chat_body",
     "is_openai_host",
     "max_tokens_field",
@@ -24,31 +23,6 @@ __all__ = [
     "unsupported_options",
 ]
 
-# Documented request fields passed through by name: OpenAI's chat-completions fields that
-# are not portable options, and the sampling extensions of llama.cpp's and vLLM's servers.
-OPENAI_PROVIDER_OPTIONS: frozenset[str] = frozenset(
-    {
-        # OpenAI
-        "logit_bias", "parallel_tool_calls", "user", "service_tier", "store", "metadata",
-        "modalities", "audio", "prediction", "web_search_options", "verbosity",
-        "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
-        "max_completion_tokens", "stream_options",
-        # llama.cpp server
-        "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "mirostat", "mirostat_tau",
-        "mirostat_eta", "grammar", "json_schema", "cache_prompt", "n_probs", "samplers",
-        "dynatemp_range", "dynatemp_exponent", "xtc_probability", "xtc_threshold",
-        "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n",
-        "id_slot", "n_keep", "n_indent", "t_max_predict_ms", "reasoning_format",
-        "chat_template_kwargs", "timings_per_token", "post_sampling_probs", "return_tokens",
-        "ignore_eos",
-        # vLLM
-        "repetition_penalty", "min_tokens", "best_of", "use_beam_search", "length_penalty",
-        "skip_special_tokens", "include_stop_str_in_output", "stop_token_ids",
-        "guided_json", "guided_regex", "guided_choice", "guided_grammar",
-        "structured_outputs", "add_generation_prompt", "continue_final_message",
-        "chat_template", "truncate_prompt_tokens",
-    }
-)
 _NOT_ON_OPENAI = {
     "top_k": "OpenAI's API has no top_k (servers such as llama.cpp and vLLM take it)",
     "think": "OpenAI's API controls reasoning with reasoning_effort",
