@@ -183,3 +183,29 @@ async def test_bad_option_is_raised_before_sending(openai_server: ServerHandle) 
             async for _ in llm.generate_stream("hi", stop={"x": 1}):
                 pass
         assert openai_server.state.total_requests == before
+
+
+async def test_openai_host_refuses_what_it_cannot_honour() -> None:
+    """api.openai.com has no top_k and no think switch: refused before anything is sent
+    (the base URL points at OpenAI, so a request that went out would fail to connect)."""
+    async with OpenAILLM(LLMConfig(provider="openai", model="o3", api_key=KEY,
+                                   base_url="https://api.openai.com/v1")) as llm:
+        with pytest.raises(InvalidRequestError, match="top_k"):
+            await llm.generate("hi", top_k=5)
+        with pytest.raises(InvalidRequestError, match="reasoning_effort"):
+            await llm.generate("hi", think=True)
+        body, _, _ = llm._request("hi", {"max_tokens": 50, "reasoning_effort": "low"},
+                                  tools=None, tool_choice=None, response_format=None)
+        assert body == {"model": "o3", "messages": [{"role": "user", "content": "hi"}],
+                        "max_completion_tokens": 50, "reasoning_effort": "low"}
+
+
+async def test_think_translated_for_openai_compatible_servers(openai_server: ServerHandle) -> None:
+    async with make(openai_server) as llm:
+        await llm.generate("hi", think=False, chat_template_kwargs={"x": 1})
+        body = openai_server.state.last_request.json
+        assert body["chat_template_kwargs"] == {"x": 1, "enable_thinking": False}
+        assert "think" not in body
+        await llm.generate("hi", think="high")
+        body = openai_server.state.last_request.json
+        assert body["reasoning_effort"] == "high" and "think" not in body

@@ -50,13 +50,8 @@ from .base import (
     split_pieces,
     truncate_words,
 )
-from .openai_chat import (
-    MISSING_MODEL,
-    ChatErrors,
-    choose_tool,
-    default_reply,
-    make_chat_handler,
-)
+from .openai_chat import MISSING_MODEL, ChatErrors, choose_tool, default_reply
+from .openai_chat_handler import make_chat_handler
 
 # the chat planning helpers the other servers use
 __all__ = [
