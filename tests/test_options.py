@@ -103,11 +103,16 @@ async def test_request_carries_only_what_was_set(openai_server: ServerHandle) ->
         await llm.generate("hi")
         body = openai_server.state.last_request.json
         assert set(body) == {"model", "messages"}
-        await llm.generate("hi", max_tokens=5, top_k=3, logit_bias={"7": 2})
+        await llm.generate("hi", max_tokens=5, logit_bias={"7": 2}, extra_body={"top_k": 3})
         body = openai_server.state.last_request.json
-        # a server other than api.openai.com gets max_tokens; top_k and logit_bias go as is
-        assert body["max_tokens"] == 5 and body["top_k"] == 3 and body["logit_bias"] == {"7": 2}
+        # a server other than api.openai.com gets max_tokens; logit_bias goes as is
+        assert body["max_tokens"] == 5 and body["logit_bias"] == {"7": 2}
         assert "max_completion_tokens" not in body
+        assert body["top_k"] == 3  # not in OpenAI's format: only through extra_body
+        before = openai_server.state.total_requests
+        with pytest.raises(InvalidRequestError, match="extra_body"):
+            await llm.generate("hi", top_k=3)
+        assert openai_server.state.total_requests == before
 
 
 async def test_max_tokens_field_override(openai_server: ServerHandle) -> None:

@@ -28,7 +28,7 @@ from llmkit.providers._openai_wire import (
     parse_stream_event,
     parse_stream_text,
     parse_usage,
-    unsupported_options,
+    refused_options,
 )
 from llmkit.providers._openai_wire.models import looks_like_llama_cpp
 from llmkit.streaming import SSEEvent
@@ -63,7 +63,7 @@ class OpenAICompatible(HTTPProvider):
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         self._max_tokens_field = max_tokens_field(self._http.base_url, self.config.extra)
-        self._unsupported = unsupported_options(self._http.base_url)
+        self._unsupported: Mapping[str, str] = self.unsupported_options
 
     def _options(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], ClientOptions]:
         return resolve_options(
@@ -284,6 +284,7 @@ class OpenAILLM(OpenAICompatible):
 
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
+        self._unsupported = refused_options(self._http.base_url)
         self._server_context: int | None = None
 
     def _base_url(self) -> str:

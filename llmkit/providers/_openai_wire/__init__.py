@@ -11,7 +11,7 @@ from .request import (
     max_tokens_field,
     message_to_openai,
     openai_messages,
-    unsupported_options,
+    refused_options,
 )
 from .response import parse_chat_response, parse_tool_calls, parse_usage
 from .stream import (
@@ -41,5 +41,5 @@ __all__ = [
     "parse_stream_text",
     "parse_tool_calls",
     "parse_usage",
-    "unsupported_options",
+    "refused_options",
 ]

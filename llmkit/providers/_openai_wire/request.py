@@ -20,11 +20,14 @@ __all__ = [
     "max_tokens_field",
     "message_to_openai",
     "openai_messages",
-    "unsupported_options",
+    "refused_options",
 ]
 
+# OpenAI's chat-completions format has no top_k: a server that takes it (llama.cpp, vLLM)
+# gets it with extra_body. api.openai.com has no think switch either.
+_TOP_K = "OpenAI's chat-completions format has no top_k; send extra_body={'top_k': ...} to a server that takes it (llama.cpp, vLLM)"
 _NOT_ON_OPENAI = {
-    "top_k": "OpenAI's API has no top_k (servers such as llama.cpp and vLLM take it)",
+    "top_k": _TOP_K,
     "think": "OpenAI's API controls reasoning with reasoning_effort",
 }
 
@@ -34,9 +37,9 @@ def is_openai_host(base_url: str) -> bool:
     return host == "api.openai.com" or host.endswith(".openai.azure.com")
 
 
-def unsupported_options(base_url: str) -> dict[str, str]:
+def refused_options(base_url: str) -> dict[str, str]:
     """The portable options a server at ``base_url`` cannot honour, and why."""
-    return dict(_NOT_ON_OPENAI) if is_openai_host(base_url) else {}
+    return dict(_NOT_ON_OPENAI) if is_openai_host(base_url) else {"top_k": _TOP_K}
 
 
 def max_tokens_field(base_url: str, extra: Mapping[str, Any]) -> str:
