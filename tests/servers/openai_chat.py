@@ -56,6 +56,8 @@ class ChatErrors:
     context_length: Callable[[int, int], web.Response]
     stream_error: Callable[[str | None], JSON]
     sse_prefix: bytes = b"data: "
+    # Rewrites each OpenAI-shaped body / chunk into the endpoint's own shape (TGI's).
+    reshape: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 @dataclass
@@ -165,6 +167,9 @@ def structured_reply(response_format: JSON) -> str | None:
         return orjson.dumps(schema_instance(schema)).decode()
     if kind == "json_object":
         return '{"result": "text"}'
+    if kind == "json":  # TGI's messages API: {"type": "json", "value": <schema>}
+        value = response_format.get("value")
+        return orjson.dumps(schema_instance(value if isinstance(value, dict) else {})).decode()
     return None
 
 

@@ -100,14 +100,19 @@ async def stream_chat(
         for i, c in enumerate(plan.choices)
     ]
     longest = max(len(items) for items in per_choice)
-    for step in range(longest):
-        for items in per_choice:
-            if step < len(items) and not await writer.send(chunk([items[step]])):
-                return await writer.finish()
+    events = [
+        chunk([items[step]]) for step in range(longest) for items in per_choice if step < len(items)
+    ]
     final = None
     if include_usage:
         final = chunk([])
         final["usage"] = usage_body(plan)
+    if errors.reshape is not None:
+        events = [errors.reshape(event) for event in events]
+        final = errors.reshape(final) if final is not None else None
+    for event in events:
+        if not await writer.send(event):
+            return await writer.finish()
     return await writer.finish(final)
 
 
@@ -121,6 +126,7 @@ def make_chat_handler(state: ServerState, errors: ChatErrors) -> Callable[[web.R
             return plan
         if body.get("stream") is True:
             return await stream_chat(request, plan, body, errors)
-        return json_response(chat_completion_body(plan, f"chatcmpl-{state.next_id():08d}"))
+        out = chat_completion_body(plan, f"chatcmpl-{state.next_id():08d}")
+        return json_response(errors.reshape(out) if errors.reshape is not None else out)
 
     return handler
