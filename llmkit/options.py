@@ -12,7 +12,7 @@ import difflib
 import math
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
 if sys.version_info >= (3, 11):
@@ -81,7 +81,8 @@ class ClientOptions:
 
     timeout: float | None = None
     max_retries: int | None = None
-    extra_headers: Mapping[str, str] | None = None
+    # headers may carry credentials: kept out of repr()
+    extra_headers: Mapping[str, str] | None = field(default=None, repr=False)
     extra_query: Mapping[str, Any] | None = None
     extra_body: Mapping[str, Any] | None = None
 

@@ -216,3 +216,11 @@ async def test_think_translated_for_openai_compatible_servers(openai_server: Ser
         await llm.generate("hi", think="high")
         body = openai_server.state.last_request.json
         assert body["reasoning_effort"] == "high" and "think" not in body
+
+
+def test_client_options_repr_hides_headers() -> None:
+    _, client = resolve({"extra_headers": {"Authorization": "Bearer very-secret-token"}})
+    assert "very-secret-token" not in repr(client)
+    with pytest.raises(InvalidRequestError) as info:
+        resolve({"extra_headers": {"Authorization": 12345678}, "api_key": "x"})
+    assert "extra_headers" in str(info.value)
