@@ -142,7 +142,10 @@ class BaseLLM:
 
     def _record_usage(self, usage: Usage | None) -> None:
         if usage is not None:
-            self._metrics.add_usage(usage.prompt_tokens, usage.completion_tokens)
+            self._metrics.add_usage(
+                usage.prompt_tokens, usage.completion_tokens,
+                usage.cached_tokens, usage.reasoning_tokens,
+            )
             call = current_call()
             if call is not None:
                 call.add_usage(usage)

@@ -67,6 +67,7 @@ async def test_reasoning_text_and_tokens(openai_server: ServerHandle, model: str
         assert "".join(c.reasoning for c in chunks) == resp.reasoning
         assert "".join(c.delta for c in chunks) == resp.content
         assert chunks[-1].usage is not None and chunks[-1].usage.reasoning_tokens > 0
+        assert llm.get_token_usage().reasoning_tokens == 2 * resp.usage.reasoning_tokens
 
 
 async def test_refusal_with_response_format_is_not_a_validation_error(openai_server: ServerHandle) -> None:
@@ -156,6 +157,7 @@ async def test_cached_tokens(openai_server: ServerHandle) -> None:
                                  {"role": "user", "content": "second"}])
         assert second.usage.cached_tokens == 9  # the two earlier messages' words
         assert second.raw["usage"]["prompt_tokens_details"]["cached_tokens"] == 9
+        assert llm.get_token_usage().cached_tokens == 9  # cumulative, like the other counts
 
 
 async def test_raw_chat_completion_counts_usage(openai_server: ServerHandle) -> None:
