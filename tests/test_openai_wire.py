@@ -359,3 +359,19 @@ async def test_per_call_model_and_typed_provider_options(openai_server: ServerHa
         body = sent(openai_server)
         assert body["model"] == "gpt-4o" == resp.model
         assert body["min_p"] == 0.05 and body["parallel_tool_calls"] is False
+
+
+def test_image_forms_for_data_only_wire_formats(tmp_path: Path) -> None:
+    """``image_base64`` (the bare data Ollama's ``images`` take) from each accepted form."""
+    from llmkit.images import image_base64, image_url
+
+    path = tmp_path / "dot.png"
+    path.write_bytes(PNG)
+    b64 = base64.b64encode(PNG).decode()
+    assert image_base64(str(path)) == b64
+    assert image_base64(f"data:image/png;base64,{b64}") == b64
+    assert image_base64(b64) == b64
+    with pytest.raises(InvalidRequestError, match="URL"):
+        image_base64("https://example.com/a.png")
+    with pytest.raises(InvalidRequestError):
+        image_url("not an image, not a path")
