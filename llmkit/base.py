@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
-
-from pydantic import BaseModel, ValidationError
 
 from llmkit.batch import fan_out, fan_out_iter
 from llmkit.config import LLMConfig, provider_defaults
@@ -19,6 +16,7 @@ from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import Metrics, MetricsRecorder
 from llmkit.options import CallOptions, ClientOptions, Unpack, resolve_options
 from llmkit.retry import RetryPolicy
+from llmkit.structured import parse_structured, response_format_payload
 from llmkit.types import (
     Capabilities,
     ChatResponse,
@@ -31,7 +29,7 @@ from llmkit.types import (
 if TYPE_CHECKING:
     from llmkit.cache import ReplyCache
 
-__all__ = ["BaseLLM", "PromptCache"]
+__all__ = ["BaseLLM", "PromptCache", "parse_structured", "response_format_payload"]
 
 
 class PromptCache:
@@ -144,7 +142,10 @@ class BaseLLM:
 
     def _record_usage(self, usage: Usage | None) -> None:
         if usage is not None:
-            self._metrics.add_usage(usage.prompt_tokens, usage.completion_tokens)
+            self._metrics.add_usage(
+                usage.prompt_tokens, usage.completion_tokens,
+                usage.cached_tokens, usage.reasoning_tokens,
+            )
             call = current_call()
             if call is not None:
                 call.add_usage(usage)
@@ -373,77 +374,3 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(t, str):
             raise InvalidRequestError(f"text {i} is {type(t).__name__}, not str")
     return out
-
-
-_SCHEMA_KEYS = frozenset(
-    {"type", "properties", "$schema", "$ref", "anyOf", "oneOf", "allOf", "enum", "items", "$defs"}
-)
-
-
-def response_format_payload(response_format: Any) -> tuple[dict[str, Any] | None, Any]:
-    """OpenAI ``response_format`` body for a pydantic class, a JSON schema dict, an
-    OpenAI-style dict (checked) or ``"json"`` / ``"text"``; returns (payload, model class
-    or None). Anything else is an :class:`InvalidRequestError`."""
-    if response_format is None:
-        return None, None
-    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
-        schema = response_format.model_json_schema()
-        return (
-            {
-                "type": "json_schema",
-                "json_schema": {"name": response_format.__name__, "schema": schema, "strict": False},
-            },
-            response_format,
-        )
-    if isinstance(response_format, dict):
-        kind = response_format.get("type")
-        if kind == "json_schema":
-            spec = response_format.get("json_schema")
-            if not isinstance(spec, dict) or not isinstance(spec.get("name"), str):
-                raise InvalidRequestError(
-                    "response_format json_schema needs {'json_schema': {'name': ..., 'schema': {...}}}"
-                )
-            if "schema" in spec and not isinstance(spec["schema"], dict):
-                raise InvalidRequestError("response_format json_schema.schema must be an object")
-            return dict(response_format), None
-        if kind in ("json_object", "text"):
-            return dict(response_format), None
-        if response_format.keys() & _SCHEMA_KEYS:  # a bare JSON schema
-            return {
-                "type": "json_schema",
-                "json_schema": {"name": "response", "schema": response_format},
-            }, None
-    elif response_format in ("json", "json_object"):
-        return {"type": "json_object"}, None
-    elif response_format == "text":
-        return {"type": "text"}, None
-    raise InvalidRequestError(
-        f"unsupported response_format {response_format!r:.100}: use a pydantic class, a JSON "
-        "schema, 'json', or OpenAI's {'type': 'json_schema' | 'json_object' | 'text'}"
-    )
-
-
-def parse_structured(text: str, response_format: Any, provider: str | None) -> Any:
-    """The reply validated into a pydantic model class (or decoded JSON otherwise)."""
-    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
-        try:
-            return response_format.model_validate_json(_strip_fences(text))
-        except ValidationError as exc:
-            raise InvalidRequestError(
-                f"reply does not match {response_format.__name__}: {exc.errors()[:3]}",
-                provider=provider,
-            ) from None
-    try:
-        return json.loads(_strip_fences(text))
-    except ValueError:
-        return None
-
-
-def _strip_fences(text: str) -> str:
-    t = text.strip()
-    if t.startswith("```"):
-        t = t.split("\n", 1)[1] if "\n" in t else ""
-        if t.rstrip().endswith("```"):
-            t = t.rstrip()[:-3]
-    return t
-

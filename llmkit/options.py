@@ -12,7 +12,7 @@ import difflib
 import math
 import sys
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypedDict
 
 if sys.version_info >= (3, 11):
@@ -81,7 +81,8 @@ class ClientOptions:
 
     timeout: float | None = None
     max_retries: int | None = None
-    extra_headers: Mapping[str, str] | None = None
+    # headers may carry credentials: kept out of repr()
+    extra_headers: Mapping[str, str] | None = field(default=None, repr=False)
     extra_query: Mapping[str, Any] | None = None
     extra_body: Mapping[str, Any] | None = None
 
@@ -240,7 +241,7 @@ def resolve_options(
         value = getattr(config, name)
         if value is not None:
             send[name] = value
-    client: dict[str, Any] = {}
+    client: dict[str, Any] | None = None
     for name, value in options.items():
         if value is None:
             continue
@@ -248,6 +249,8 @@ def resolve_options(
         if check is not None:
             value = check(name, value)
             if name in CLIENT_OPTIONS:
+                if client is None:
+                    client = {}
                 client[name] = value
             else:
                 send[name] = value

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 from llmkit.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "Capabilities",
@@ -39,9 +42,25 @@ class Role(str, enum.Enum):
         return self.value
 
 
+_set_attribute = object.__setattr__
+
+
 class _Model(BaseModel):
     # Schemas are built on first use, not at import time.
     model_config = ConfigDict(defer_build=True)
+
+    @classmethod
+    def _trusted(cls, fields: dict[str, Any]) -> Self:
+        """An instance from values a wire parser has already checked, without validation
+        (the hot path of responses and stream chunks): ``fields`` must name every field
+        and is used as the instance's ``__dict__``."""
+        obj = cls.__new__(cls)
+        _set_attribute(obj, "__dict__", fields)
+        _set_attribute(obj, "__pydantic_fields_set__", set(fields))
+        # (a set per instance: pydantic adds to it when a field is assigned)
+        _set_attribute(obj, "__pydantic_extra__", None)
+        _set_attribute(obj, "__pydantic_private__", None)
+        return obj
 
 
 class ToolCall(_Model):

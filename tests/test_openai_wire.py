@@ -67,6 +67,7 @@ async def test_reasoning_text_and_tokens(openai_server: ServerHandle, model: str
         assert "".join(c.reasoning for c in chunks) == resp.reasoning
         assert "".join(c.delta for c in chunks) == resp.content
         assert chunks[-1].usage is not None and chunks[-1].usage.reasoning_tokens > 0
+        assert llm.get_token_usage().reasoning_tokens == 2 * resp.usage.reasoning_tokens
 
 
 async def test_refusal_with_response_format_is_not_a_validation_error(openai_server: ServerHandle) -> None:
@@ -156,6 +157,7 @@ async def test_cached_tokens(openai_server: ServerHandle) -> None:
                                  {"role": "user", "content": "second"}])
         assert second.usage.cached_tokens == 9  # the two earlier messages' words
         assert second.raw["usage"]["prompt_tokens_details"]["cached_tokens"] == 9
+        assert llm.get_token_usage().cached_tokens == 9  # cumulative, like the other counts
 
 
 async def test_raw_chat_completion_counts_usage(openai_server: ServerHandle) -> None:
@@ -323,3 +325,53 @@ def test_stream_chunk_fields_default() -> None:
     chunk = StreamChunk()
     assert (chunk.delta, chunk.reasoning, chunk.refusal, chunk.index, chunk.logprobs) == ("", "", None, 0, None)
     assert ToolCall("id", "f", {"a": 1}).to_openai()["type"] == "function"
+
+
+def test_typed_results_carry_every_field() -> None:
+    """Responses and chunks are built without validation: each must still have every field
+    of its model, with the values a validated one would have."""
+    from llmkit import ChatResponse, Choice, Usage
+    from llmkit.providers._openai_wire import parse_stream_event
+    from llmkit.streaming import SSEEvent
+
+    data = {"model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                                       "message": {"role": "assistant", "content": "hi"}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
+    resp = parse_chat_response(data, "m", "openai")
+    assert set(resp.__dict__) == set(ChatResponse.model_fields)
+    assert set(resp.choices[0].__dict__) == set(Choice.model_fields)
+    assert set(resp.usage.__dict__) == set(Usage.model_fields)
+    assert ChatResponse.model_validate(resp.model_dump()) == resp
+    event = SSEEvent(b'{"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": null}]}')
+    chunk = parse_stream_event(event, "openai")
+    assert isinstance(chunk, StreamChunk) and set(chunk.__dict__) == set(StreamChunk.model_fields)
+    assert chunk == StreamChunk(delta="a", raw=chunk.raw)
+
+
+@pytest.mark.spec_exempt("min_p is a llama.cpp / vLLM field, passed through on purpose")
+async def test_per_call_model_and_typed_provider_options(openai_server: ServerHandle) -> None:
+    from llmkit.providers._openai_wire import OPENAI_PROVIDER_OPTIONS, OpenAIOptions
+
+    assert {"logit_bias", "min_p", "repetition_penalty"} <= OPENAI_PROVIDER_OPTIONS
+    assert "model" in OpenAIOptions.__optional_keys__ and "model" not in OPENAI_PROVIDER_OPTIONS
+    async with make(openai_server) as llm:
+        resp = await llm.chat("hi", model="gpt-4o", min_p=0.05, parallel_tool_calls=False)
+        body = sent(openai_server)
+        assert body["model"] == "gpt-4o" == resp.model
+        assert body["min_p"] == 0.05 and body["parallel_tool_calls"] is False
+
+
+def test_image_forms_for_data_only_wire_formats(tmp_path: Path) -> None:
+    """``image_base64`` (the bare data Ollama's ``images`` take) from each accepted form."""
+    from llmkit.images import image_base64, image_url
+
+    path = tmp_path / "dot.png"
+    path.write_bytes(PNG)
+    b64 = base64.b64encode(PNG).decode()
+    assert image_base64(str(path)) == b64
+    assert image_base64(f"data:image/png;base64,{b64}") == b64
+    assert image_base64(b64) == b64
+    with pytest.raises(InvalidRequestError, match="URL"):
+        image_base64("https://example.com/a.png")
+    with pytest.raises(InvalidRequestError):
+        image_url("not an image, not a path")

@@ -98,16 +98,22 @@ def test_wrong_value_is_invalid_request(name: str, value: Any) -> None:
         resolve({name: value})
 
 
+@pytest.mark.spec_exempt("sends top_k (llama.cpp / vLLM, not OpenAI) through extra_body on purpose")
 async def test_request_carries_only_what_was_set(openai_server: ServerHandle) -> None:
     async with make(openai_server) as llm:
         await llm.generate("hi")
         body = openai_server.state.last_request.json
         assert set(body) == {"model", "messages"}
-        await llm.generate("hi", max_tokens=5, top_k=3, logit_bias={"7": 2})
+        await llm.generate("hi", max_tokens=5, logit_bias={"7": 2}, extra_body={"top_k": 3})
         body = openai_server.state.last_request.json
-        # a server other than api.openai.com gets max_tokens; top_k and logit_bias go as is
-        assert body["max_tokens"] == 5 and body["top_k"] == 3 and body["logit_bias"] == {"7": 2}
+        # a server other than api.openai.com gets max_tokens; logit_bias goes as is
+        assert body["max_tokens"] == 5 and body["logit_bias"] == {"7": 2}
         assert "max_completion_tokens" not in body
+        assert body["top_k"] == 3  # not in OpenAI's format: only through extra_body
+        before = openai_server.state.total_requests
+        with pytest.raises(InvalidRequestError, match="extra_body"):
+            await llm.generate("hi", top_k=3)
+        assert openai_server.state.total_requests == before
 
 
 async def test_max_tokens_field_override(openai_server: ServerHandle) -> None:
@@ -130,19 +136,19 @@ async def test_client_options_applied_not_sent(openai_server: ServerHandle) -> N
     async with make(openai_server) as llm:
         await llm.chat(
             "hi", extra_headers={"X-Trace": "t1"}, extra_query={"api-version": "2024"},
-            extra_body={"custom_field": [1, 2]}, timeout=30, max_retries=1,
+            extra_body={"metadata": {"run": "1"}}, timeout=30, max_retries=1,
         )
         req = openai_server.state.last_request
         assert req.headers["X-Trace"] == "t1"
         assert req.query == {"api-version": "2024"}
-        assert req.json["custom_field"] == [1, 2]
+        assert req.json["metadata"] == {"run": "1"}
         assert not CLIENT_OPTIONS & req.json.keys()
         # the same for a stream
         chunks = [c async for c in llm.chat_stream("hi", extra_headers={"X-Trace": "t2"},
-                                                   extra_body={"custom_field": 3})]
+                                                   extra_body={"user": "u-3"})]
         assert chunks
         req = openai_server.state.last_request
-        assert req.headers["X-Trace"] == "t2" and req.json["custom_field"] == 3
+        assert req.headers["X-Trace"] == "t2" and req.json["user"] == "u-3"
         assert not CLIENT_OPTIONS & req.json.keys()
 
 
@@ -183,3 +189,38 @@ async def test_bad_option_is_raised_before_sending(openai_server: ServerHandle) 
             async for _ in llm.generate_stream("hi", stop={"x": 1}):
                 pass
         assert openai_server.state.total_requests == before
+
+
+async def test_openai_host_refuses_what_it_cannot_honour() -> None:
+    """api.openai.com has no top_k and no think switch: refused before anything is sent
+    (the base URL points at OpenAI, so a request that went out would fail to connect)."""
+    async with OpenAILLM(LLMConfig(provider="openai", model="o3", api_key=KEY,
+                                   base_url="https://api.openai.com/v1")) as llm:
+        with pytest.raises(InvalidRequestError, match="top_k"):
+            await llm.generate("hi", top_k=5)
+        with pytest.raises(InvalidRequestError, match="reasoning_effort"):
+            await llm.generate("hi", think=True)
+        body, _, _ = llm._request("hi", {"max_tokens": 50, "reasoning_effort": "low"},
+                                  tools=None, tool_choice=None, response_format=None)
+        assert body == {"model": "o3", "messages": [{"role": "user", "content": "hi"}],
+                        "max_completion_tokens": 50, "reasoning_effort": "low"}
+
+
+@pytest.mark.spec_exempt("chat_template_kwargs is llama.cpp's and vLLM's, not in OpenAI's spec")
+async def test_think_translated_for_openai_compatible_servers(openai_server: ServerHandle) -> None:
+    async with make(openai_server) as llm:
+        await llm.generate("hi", think=False, chat_template_kwargs={"x": 1})
+        body = openai_server.state.last_request.json
+        assert body["chat_template_kwargs"] == {"x": 1, "enable_thinking": False}
+        assert "think" not in body
+        await llm.generate("hi", think="high")
+        body = openai_server.state.last_request.json
+        assert body["reasoning_effort"] == "high" and "think" not in body
+
+
+def test_client_options_repr_hides_headers() -> None:
+    _, client = resolve({"extra_headers": {"Authorization": "Bearer very-secret-token"}})
+    assert "very-secret-token" not in repr(client)
+    with pytest.raises(InvalidRequestError) as info:
+        resolve({"extra_headers": {"Authorization": 12345678}, "api_key": "x"})
+    assert "extra_headers" in str(info.value)

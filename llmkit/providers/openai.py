@@ -11,10 +11,11 @@ from typing import Any, ClassVar
 from llmkit.base import parse_structured
 from llmkit.config import LLMConfig
 from llmkit.errors import InvalidRequestError, LLMError, StreamError
-from llmkit.options import ClientOptions, resolve_options
+from llmkit.options import ClientOptions, Unpack, resolve_options
 from llmkit.providers._http_base import HTTPProvider
 from llmkit.providers._openai_wire import (
     OPENAI_PROVIDER_OPTIONS,
+    OpenAIOptions,
     ToolCallAssembler,
     chat_body,
     context_from_models,
@@ -27,7 +28,7 @@ from llmkit.providers._openai_wire import (
     parse_stream_event,
     parse_stream_text,
     parse_usage,
-    unsupported_options,
+    refused_options,
 )
 from llmkit.providers._openai_wire.models import looks_like_llama_cpp
 from llmkit.streaming import SSEEvent
@@ -62,7 +63,7 @@ class OpenAICompatible(HTTPProvider):
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         self._max_tokens_field = max_tokens_field(self._http.base_url, self.config.extra)
-        self._unsupported = unsupported_options(self._http.base_url)
+        self._unsupported: Mapping[str, str] = self.unsupported_options
 
     def _options(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], ClientOptions]:
         return resolve_options(
@@ -79,7 +80,7 @@ class OpenAICompatible(HTTPProvider):
     def _request(
         self,
         messages: MessagesInput,
-        options: dict[str, Any],
+        options: Mapping[str, Any],
         *,
         tools: Sequence[Any] | None,
         tool_choice: Any,
@@ -87,7 +88,9 @@ class OpenAICompatible(HTTPProvider):
         stream: bool = False,
     ) -> tuple[dict[str, Any], Any, ClientOptions]:
         """(body, pydantic class of the reply or None, client options) of one call."""
-        model = options.pop("model", None) or self._chat_model()
+        model = options.get("model") or self._chat_model()
+        if "model" in options:
+            options = {k: v for k, v in options.items() if k != "model"}
         opts, client = self._options(options)
         body, model_cls = chat_body(
             model, messages, opts,
@@ -99,7 +102,7 @@ class OpenAICompatible(HTTPProvider):
 
     # ------------------------------------------------------------------ chat
 
-    async def generate(self, messages: MessagesInput, **options: Any) -> str:
+    async def generate(self, messages: MessagesInput, **options: Unpack[OpenAIOptions]) -> str:
         return (await self.chat(messages, **options)).content
 
     async def chat(
@@ -109,7 +112,7 @@ class OpenAICompatible(HTTPProvider):
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
         response_format: Any = None,
-        **options: Any,
+        **options: Unpack[OpenAIOptions],
     ) -> ChatResponse:
         body, model_cls, client = self._request(
             messages, options, tools=tools, tool_choice=tool_choice,
@@ -131,7 +134,7 @@ class OpenAICompatible(HTTPProvider):
     def _open_stream(
         self,
         messages: MessagesInput,
-        options: dict[str, Any],
+        options: Mapping[str, Any],
         parse: Callable[[SSEEvent, str], Any],
         *,
         tools: Sequence[Any] | None = None,
@@ -156,7 +159,7 @@ class OpenAICompatible(HTTPProvider):
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
         response_format: Any = None,
-        **options: Any,
+        **options: Unpack[OpenAIOptions],
     ) -> AsyncGenerator[StreamChunk, None]:
         """Chunks in arrival order, each with the ``index`` of its choice. A choice's
         finishing chunk carries its assembled tool calls; the trailing usage is merged
@@ -174,7 +177,18 @@ class OpenAICompatible(HTTPProvider):
                 async for item in events:
                     if item is None:
                         continue
-                    for chunk in (item,) if type(item) is StreamChunk else item:
+                    if type(item) is StreamChunk:
+                        if item.usage is None and item.finish_reason is None and not item.tool_calls:
+                            # the common case: a content, reasoning or refusal delta
+                            if pending is not None:
+                                yield pending
+                                pending = None
+                            yield item
+                            continue
+                        chunks: list[StreamChunk] = [item]
+                    else:
+                        chunks = item
+                    for chunk in chunks:
                         if chunk.usage is not None:
                             usage = chunk.usage
                             if pending is not None and not (chunk.raw or {}).get("choices"):
@@ -202,12 +216,15 @@ class OpenAICompatible(HTTPProvider):
             self._record_usage(usage)
 
     async def generate_stream(
-        self, messages: MessagesInput, **options: Any
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        **options: Unpack[OpenAIOptions],
     ) -> AsyncGenerator[str, None]:
         """Text deltas of choice 0 (the other choices of ``n > 1`` are not mixed in)."""
-        tools = options.pop("tools", None)
-        tool_choice = options.pop("tool_choice", None)
-        response_format = options.pop("response_format", None)
         events = self._open_stream(
             messages, options, parse_stream_text,
             tools=tools, tool_choice=tool_choice, response_format=response_format,
@@ -267,6 +284,7 @@ class OpenAILLM(OpenAICompatible):
 
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
+        self._unsupported = refused_options(self._http.base_url)
         self._server_context: int | None = None
 
     def _base_url(self) -> str:
@@ -295,7 +313,7 @@ class OpenAILLM(OpenAICompatible):
         functions: Sequence[Any],
         *,
         function_call: Any = "required",
-        **options: Any,
+        **options: Unpack[OpenAIOptions],
     ) -> ChatResponse:
         """A chat turn that must call one of ``functions`` (dicts, pydantic classes or typed
         Python functions); the calls are in ``tool_calls``."""

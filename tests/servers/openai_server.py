@@ -50,13 +50,8 @@ from .base import (
     split_pieces,
     truncate_words,
 )
-from .openai_chat import (
-    MISSING_MODEL,
-    ChatErrors,
-    choose_tool,
-    default_reply,
-    make_chat_handler,
-)
+from .openai_chat import MISSING_MODEL, ChatErrors, choose_tool, default_reply, structured_reply
+from .openai_chat_handler import make_chat_handler
 
 # the chat planning helpers the other servers use
 __all__ = [
@@ -67,6 +62,7 @@ __all__ = [
     "default_reply",
     "make_chat_handler",
     "make_openai_app",
+    "structured_reply",
 ]
 
 DEFAULT_OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]

@@ -60,6 +60,20 @@ ALLOWED_EXTRA_PROPERTIES: dict[tuple[str, str], dict[str, str]] = {
         "files": "ollama/api.md, Create a Model parameters: `files` (file name -> blob digest)",
         "adapters": "ollama/api.md, Create a Model parameters: `adapters` (file name -> digest)",
     },
+    # Reasoning text of OpenAI-compatible servers (not in OpenAI's own spec, which returns
+    # none): llama.cpp tools/server/README.md (`reasoning_format`: "thoughts in
+    # message.reasoning_content"), vLLM docs "Reasoning Outputs" (`reasoning_content`, and
+    # `reasoning` in newer releases), DeepSeek API "Reasoning Model" (`reasoning_content`).
+    ("openai", "ChatCompletionResponseMessage"): {
+        "reasoning_content": "llama.cpp server README / vLLM Reasoning Outputs / DeepSeek API",
+        "reasoning": "vLLM Reasoning Outputs (newer releases)",
+    },
+    ("openai", "ChatCompletionStreamResponseDelta"): {
+        "reasoning_content": "llama.cpp server README / vLLM Reasoning Outputs / DeepSeek API",
+        "reasoning": "vLLM Reasoning Outputs (newer releases)",
+    },
+    # vLLM's /v1/models: ModelCard.max_model_len (vLLM docs, OpenAI-compatible server).
+    ("openai", "Model"): {"max_model_len": "vLLM OpenAI-compatible server, /v1/models"},
 }
 
 # (spec, "Component/property") -> the schema that replaces the property's, with the doc.

@@ -1,17 +1,17 @@
 """OpenAI chat-completions wire format, shared by the OpenAI provider and the
-OpenAI-compatible APIs of Hugging Face: ``request`` (bodies, messages, options),
+OpenAI-compatible APIs of Hugging Face: ``options`` (the typed per-call options), ``request`` (bodies, messages, options),
 ``response`` (replies and usage), ``stream`` (SSE chunks, tool-call assembly) and
 ``models`` (what a server says about its models)."""
 
 from .models import context_from_models, context_from_props, known_context_length
+from .options import OPENAI_PROVIDER_OPTIONS, OpenAIOptions
 from .request import (
-    OPENAI_PROVIDER_OPTIONS,
     chat_body,
     is_openai_host,
     max_tokens_field,
     message_to_openai,
     openai_messages,
-    unsupported_options,
+    refused_options,
 )
 from .response import parse_chat_response, parse_tool_calls, parse_usage
 from .stream import (
@@ -24,6 +24,7 @@ from .stream import (
 
 __all__ = [
     "OPENAI_PROVIDER_OPTIONS",
+    "OpenAIOptions",
     "ToolCallAssembler",
     "chat_body",
     "context_from_models",
@@ -40,5 +41,5 @@ __all__ = [
     "parse_stream_text",
     "parse_tool_calls",
     "parse_usage",
-    "unsupported_options",
+    "refused_options",
 ]

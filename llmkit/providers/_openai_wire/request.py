@@ -15,42 +15,19 @@ from llmkit.tools import normalize_tool_choice, to_openai_tools
 from llmkit.types import Message, MessagesInput, normalize_messages
 
 __all__ = [
-    "OPENAI_PROVIDER_OPTIONS",
     "chat_body",
     "is_openai_host",
     "max_tokens_field",
     "message_to_openai",
     "openai_messages",
-    "unsupported_options",
+    "refused_options",
 ]
 
-# Documented request fields passed through by name: OpenAI's chat-completions fields that
-# are not portable options, and the sampling extensions of llama.cpp's and vLLM's servers.
-OPENAI_PROVIDER_OPTIONS: frozenset[str] = frozenset(
-    {
-        # OpenAI
-        "logit_bias", "parallel_tool_calls", "user", "service_tier", "store", "metadata",
-        "modalities", "audio", "prediction", "web_search_options", "verbosity",
-        "prompt_cache_key", "prompt_cache_retention", "safety_identifier",
-        "max_completion_tokens", "stream_options",
-        # llama.cpp server
-        "min_p", "typical_p", "repeat_penalty", "repeat_last_n", "mirostat", "mirostat_tau",
-        "mirostat_eta", "grammar", "json_schema", "cache_prompt", "n_probs", "samplers",
-        "dynatemp_range", "dynatemp_exponent", "xtc_probability", "xtc_threshold",
-        "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n",
-        "id_slot", "n_keep", "n_indent", "t_max_predict_ms", "reasoning_format",
-        "chat_template_kwargs", "timings_per_token", "post_sampling_probs", "return_tokens",
-        "ignore_eos",
-        # vLLM
-        "repetition_penalty", "min_tokens", "best_of", "use_beam_search", "length_penalty",
-        "skip_special_tokens", "include_stop_str_in_output", "stop_token_ids",
-        "guided_json", "guided_regex", "guided_choice", "guided_grammar",
-        "structured_outputs", "add_generation_prompt", "continue_final_message",
-        "chat_template", "truncate_prompt_tokens",
-    }
-)
+# OpenAI's chat-completions format has no top_k: a server that takes it (llama.cpp, vLLM)
+# gets it with extra_body. api.openai.com has no think switch either.
+_TOP_K = "OpenAI's chat-completions format has no top_k; send extra_body={'top_k': ...} to a server that takes it (llama.cpp, vLLM)"
 _NOT_ON_OPENAI = {
-    "top_k": "OpenAI's API has no top_k (servers such as llama.cpp and vLLM take it)",
+    "top_k": _TOP_K,
     "think": "OpenAI's API controls reasoning with reasoning_effort",
 }
 
@@ -60,9 +37,9 @@ def is_openai_host(base_url: str) -> bool:
     return host == "api.openai.com" or host.endswith(".openai.azure.com")
 
 
-def unsupported_options(base_url: str) -> dict[str, str]:
+def refused_options(base_url: str) -> dict[str, str]:
     """The portable options a server at ``base_url`` cannot honour, and why."""
-    return dict(_NOT_ON_OPENAI) if is_openai_host(base_url) else {}
+    return dict(_NOT_ON_OPENAI) if is_openai_host(base_url) else {"top_k": _TOP_K}
 
 
 def max_tokens_field(base_url: str, extra: Mapping[str, Any]) -> str:

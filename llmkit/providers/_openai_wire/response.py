@@ -39,15 +39,15 @@ def parse_usage(data: Any) -> Usage | None:
     c = _count(data.get("completion_tokens"))
     prompt_details = data.get("prompt_tokens_details")
     completion_details = data.get("completion_tokens_details")
-    return Usage.model_construct(
-        prompt_tokens=p,
-        completion_tokens=c,
-        total_tokens=_count(data.get("total_tokens")) or p + c,
-        cached_tokens=_count(prompt_details.get("cached_tokens")) if prompt_details else 0,
-        reasoning_tokens=(
+    return Usage._trusted({
+        "prompt_tokens": p,
+        "completion_tokens": c,
+        "total_tokens": _count(data.get("total_tokens")) or p + c,
+        "cached_tokens": _count(prompt_details.get("cached_tokens")) if prompt_details else 0,
+        "reasoning_tokens": (
             _count(completion_details.get("reasoning_tokens")) if completion_details else 0
         ),
-    )
+    })
 
 
 def decode_arguments(raw: Any) -> dict[str, Any]:
@@ -108,15 +108,15 @@ def _choice(c: dict[str, Any]) -> Choice:
     if legacy and not calls:
         calls = [ToolCall("", legacy.get("name") or "", decode_arguments(legacy.get("arguments")))]
     logprobs = c.get("logprobs")
-    return Choice.model_construct(
-        index=_count(c.get("index")),
-        content=_text(message.get("content")) or "",
-        tool_calls=calls,
-        finish_reason=normalize_finish_reason(c.get("finish_reason")),
-        reasoning=reasoning_of(message),
-        refusal=_text(message.get("refusal")),
-        logprobs=logprobs.get("content") if logprobs else None,
-    )
+    return Choice._trusted({
+        "index": _count(c.get("index")),
+        "content": _text(message.get("content")) or "",
+        "tool_calls": calls,
+        "finish_reason": normalize_finish_reason(c.get("finish_reason")),
+        "reasoning": reasoning_of(message),
+        "refusal": _text(message.get("refusal")),
+        "logprobs": logprobs.get("content") if logprobs else None,
+    })
 
 
 def parse_chat_response(data: Any, model: str, provider: str) -> ChatResponse:
@@ -146,15 +146,16 @@ def _parse_chat_response(data: Any, model: str, provider: str) -> ChatResponse:
         choices.sort(key=lambda c: c.index)
     first = choices[0]
     response_model = data.get("model")
-    return ChatResponse.model_construct(
-        content=first.content,
-        tool_calls=first.tool_calls,
-        finish_reason=first.finish_reason,
-        usage=parse_usage(data.get("usage")) or Usage(),
-        model=response_model if type(response_model) is str and response_model else model,
-        raw=data,
-        reasoning=first.reasoning,
-        refusal=first.refusal,
-        logprobs=first.logprobs,
-        choices=choices,
-    )
+    return ChatResponse._trusted({
+        "content": first.content,
+        "tool_calls": first.tool_calls,
+        "finish_reason": first.finish_reason,
+        "usage": parse_usage(data.get("usage")) or Usage(),
+        "model": response_model if type(response_model) is str and response_model else model,
+        "raw": data,
+        "parsed": None,
+        "reasoning": first.reasoning,
+        "refusal": first.refusal,
+        "logprobs": first.logprobs,
+        "choices": choices,
+    })

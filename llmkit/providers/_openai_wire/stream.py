@@ -22,7 +22,7 @@ __all__ = [
 ]
 
 _DONE = b"[DONE]"
-_new_chunk = StreamChunk.model_construct
+_new_chunk = StreamChunk._trusted
 
 
 def is_done(ev: SSEEvent) -> bool:
@@ -70,28 +70,40 @@ def _tool_call_deltas(raw: Any) -> list[ToolCallDelta]:
     return out
 
 
+_NO_DELTA: dict[str, Any] = {}
+
+
 def _chunk(c: dict[str, Any], obj: dict[str, Any], usage: Usage | None) -> StreamChunk:
-    delta = c.get("delta") or {}
+    delta = c.get("delta") or _NO_DELTA
+    content = delta.get("content")
+    if type(content) is not str:
+        content = _optional_text(content) or ""
     reasoning = delta.get("reasoning_content")
     if reasoning is None:
         reasoning = delta.get("reasoning")
+    if type(reasoning) is not str:
+        reasoning = _optional_text(reasoning) or ""
+    refusal = delta.get("refusal")
+    if refusal is not None and type(refusal) is not str:
+        raise TypeError("refusal is not a string")
     tool_calls = delta.get("tool_calls")
+    finish = c.get("finish_reason")
     logprobs = c.get("logprobs")
     index = c.get("index", 0)
     if type(index) is not int:
         raise TypeError("choice index is not an int")
-    return _new_chunk(
-        delta=_optional_text(delta.get("content")) or "",
-        reasoning=_optional_text(reasoning) or "",
-        refusal=_optional_text(delta.get("refusal")),
-        tool_calls=_tool_call_deltas(tool_calls) if tool_calls else [],
-        finish_reason=normalize_finish_reason(c.get("finish_reason")),
-        usage=usage,
-        index=index,
-        logprobs=logprobs.get("content") if logprobs else None,
-        completed_tool_calls=None,
-        raw=obj,
-    )
+    return _new_chunk({
+        "delta": content,
+        "reasoning": reasoning,
+        "refusal": refusal,
+        "tool_calls": _tool_call_deltas(tool_calls) if tool_calls else [],
+        "finish_reason": None if finish is None else normalize_finish_reason(finish),
+        "usage": usage,
+        "index": index,
+        "logprobs": logprobs.get("content") if logprobs else None,
+        "completed_tool_calls": None,
+        "raw": obj,
+    })
 
 
 def parse_stream_event(
@@ -110,7 +122,7 @@ def parse_stream_event(
         if not choices:
             if usage is None:
                 return None
-            return _new_chunk(usage=usage, raw=obj)
+            return StreamChunk(usage=usage, raw=obj)
         if len(choices) == 1:
             return _chunk(choices[0], obj, usage)
         last = len(choices) - 1
