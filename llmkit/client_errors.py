@@ -46,5 +46,5 @@ def map_client_error(exc: BaseException, provider: str, url: str, *, stream: boo
     if isinstance(exc, (aiohttp.ClientOSError, OSError)):
         return LLMConnectionError(f"connection error with {where}: {exc}", provider=provider)
     if isinstance(exc, aiohttp.TooManyRedirects):
-        return LLMError(f"too many redirects: {where}", provider=provider)
+        return LLMConnectionError(f"too many redirects: {where}", provider=provider, retryable=False)
     return LLMConnectionError(f"HTTP client error with {where}: {exc!r}", provider=provider)
