@@ -3,9 +3,9 @@ loop and thread that uses the instance.
 
 The count lives under a :class:`threading.Lock`; a caller that finds no free slot parks an
 :class:`asyncio.Future` of its own loop in one FIFO queue shared by all loops. A release
-hands its slot straight to the first live waiter and wakes it with
-``loop.call_soon_threadsafe`` (no polling). A waiter cancelled after its slot was handed
-over passes the slot on, so cancellation never loses or leaks a slot.
+hands its slot straight to the first live waiter and wakes it: directly on the same loop,
+with ``loop.call_soon_threadsafe`` from another (no polling). A waiter cancelled after its
+slot was handed over passes the slot on, so cancellation never loses or leaks a slot.
 """
 
 from __future__ import annotations
@@ -86,13 +86,21 @@ class ConcurrencyLimiter:
             self._peak = self._in_use
 
     def _hand_on(self) -> None:
-        """Give one held slot to the first waiter whose loop is alive, or free it."""
+        """Give one held slot to the first waiter whose loop is alive, or free it. A waiter
+        of the running loop is woken directly; one of another loop through that loop."""
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
         while self._waiters:
             waiter = self._waiters.popleft()
-            try:
-                waiter.loop.call_soon_threadsafe(_wake, waiter.future)
-            except RuntimeError:  # its loop is closed: nobody will ever await it
-                continue
+            if waiter.loop is running:
+                _wake(waiter.future)
+            else:
+                try:
+                    waiter.loop.call_soon_threadsafe(_wake, waiter.future)
+                except RuntimeError:  # its loop is closed: nobody will ever await it
+                    continue
             waiter.granted = True
             return
         self._in_use -= 1
