@@ -368,18 +368,19 @@ class HTTPTransport:
                             f"stream ended before {end_marker} (truncated response)",
                             provider=self.provider,
                         )
-                    # The end marker: free the connection and the slot before handing it on.
+                    # The end marker: nothing after it is read (beyond the end of the body,
+                    # if it comes at once); the slot is freed before the event is handed on.
                     error_type = None
-                    status = resp.status
-                    _finish_response(resp, complete=True)
-                    resp = None
                     held = False
                     limiter.release()
                     if hooks is not None:
                         duration = time.perf_counter() - started
-                        await hooks.outcome(self.provider, model, attempt, duration, status=status)
+                        await hooks.outcome(self.provider, model, attempt, duration, status=resp.status)
                     yielded = True
                     yield final
+                    await _await_body_end(resp)
+                    _finish_response(resp, complete=True)
+                    resp = None
                     return
                 except GeneratorExit:
                     stopped_early = True
@@ -490,6 +491,31 @@ def _checked_base_url(base_url: str, provider: str) -> str:
     register_secret(parts.password)
     register_secret(urllib.parse.unquote(parts.password or ""))
     return base_url.strip().rstrip("/")
+
+
+_BODY_END_GRACE = 0.05  # seconds
+_BODY_END_MAX = 64 * 1024  # bytes
+
+
+async def _await_body_end(resp: aiohttp.ClientResponse) -> None:
+    """After the end marker, give the body a moment to end (the chunked terminator is often
+    still in flight), so that the connection can go back to the pool. A server that keeps
+    the body open, or sends more, costs at most the grace time: the connection is closed."""
+    content = resp.content
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _BODY_END_GRACE
+    extra = 0
+    while not content.at_eof() and extra <= _BODY_END_MAX:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            return
+        try:
+            chunk = await asyncio.wait_for(content.readany(), remaining)
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+            return
+        if not chunk:
+            return
+        extra += len(chunk)
 
 
 def _finish_response(resp: aiohttp.ClientResponse, *, complete: bool) -> None:

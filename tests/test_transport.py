@@ -16,7 +16,15 @@ import pytest
 from aiohttp import web
 
 from llmkit import LLMConnectionError, OllamaLLM, OpenAILLM, RateLimitError, ServerError
-from tests.servers import ServerHandle, rate_limit_fault, run_server, status_fault
+from tests.servers import (
+    ServerHandle,
+    ServerState,
+    rate_limit_fault,
+    run_server,
+    serve_ollama,
+    serve_openai,
+    status_fault,
+)
 
 KEY = "sk-transport-0123456789abcdef"
 SENT_ALL = web.AppKey("sent_all", asyncio.Event)
@@ -241,3 +249,21 @@ async def test_request_the_server_read_and_dropped_is_not_resent(
         with pytest.raises(LLMConnectionError):
             await llm.generate("hi")
     assert openai_server.state.total_requests == 1
+
+
+@pytest.mark.parametrize("provider", ["openai", "ollama"])
+async def test_a_complete_stream_returns_its_connection_to_the_pool(provider: str) -> None:
+    serve_app = serve_openai if provider == "openai" else serve_ollama
+    async with serve_app(ServerState()) as srv:
+        llm = (
+            openai(srv.url)
+            if provider == "openai"
+            else OllamaLLM(model="llama3.2", base_url=srv.url)
+        )
+        async with llm:
+            for i in range(3):
+                text = "".join([d async for d in llm.generate_stream(f"s{i}")])
+                assert text == f"Echo: s{i}"
+                conn = llm._http.sessions.connector()
+                assert conn is not None and len(conn._acquired) == 0
+                assert sum(len(v) for v in conn._conns.values()) == 1  # kept alive, reused
