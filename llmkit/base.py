@@ -14,6 +14,7 @@ from llmkit.config import LLMConfig, provider_defaults
 from llmkit.errors import InvalidRequestError, NotSupportedError
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import Metrics, MetricsRecorder
+from llmkit.ratelimit import RateLimiter
 from llmkit.retry import RetryPolicy
 from llmkit.types import (
     Capabilities,
@@ -66,6 +67,9 @@ class BaseLLM:
         self.config = self._make_config(config, kwargs)
         self._metrics = MetricsRecorder()
         self._limiter = ConcurrencyLimiter(self.config.max_concurrency)
+        self._rate_limiter = RateLimiter(
+            self.config.requests_per_minute, self.config.tokens_per_minute
+        )
         self._retry = RetryPolicy(
             max_retries=self.config.max_retries,
             initial_delay=float(self.config.extra.get("retry_initial_delay", 0.5)),

@@ -25,6 +25,7 @@ from llmkit.errors import (
 )
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
+from llmkit.ratelimit import RateLimiter, Ticket, estimate_tokens
 from llmkit.retry import RetryPolicy
 from llmkit.session import SessionManager, SessionOptions
 from llmkit.streaming import NDJSONParser, SSEParser
@@ -81,6 +82,7 @@ class HTTPTransport:
         retry: RetryPolicy | None = None,
         limiter: ConcurrencyLimiter | None = None,
         metrics: MetricsRecorder | None = None,
+        rate_limiter: RateLimiter | None = None,
         session_options: SessionOptions | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -93,6 +95,7 @@ class HTTPTransport:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or ConcurrencyLimiter(64)
         self.metrics = metrics or MetricsRecorder()
+        self.rate_limiter = rate_limiter or RateLimiter()
         self.sessions = SessionManager(session_options)
         self.max_response_bytes = max_response_bytes
         self.max_event_bytes = max_event_bytes
@@ -130,6 +133,7 @@ class HTTPTransport:
         tmo = self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
         metrics = self.metrics
         limiter = self.limiter
+        token_estimate = estimate_tokens(json)
         attempt = 0
         waits = None
         started = time.perf_counter()
@@ -138,8 +142,9 @@ class HTTPTransport:
             while True:
                 try:
                     async with limiter:
+                        ticket = await self.rate_limiter.acquire(token_estimate)
                         result = await self._once(
-                            method, url, data, headers, params, tmo, model, parse
+                            method, url, data, headers, params, tmo, model, parse, ticket
                         )
                 except LLMError as exc:
                     if not retry or not self.retry.should_retry(exc, attempt):
@@ -177,12 +182,14 @@ class HTTPTransport:
         timeout: aiohttp.ClientTimeout,
         model: str | None,
         parse: str,
+        ticket: Ticket | None = None,
     ) -> Any:
         session = self.sessions.session_for_running_loop()
         try:
             async with session.request(
                 method, url, data=data, headers=headers, params=params, timeout=timeout
             ) as resp:
+                self.rate_limiter.observe(ticket, resp.headers, resp.status)
                 body = await self._read_bounded(resp)
                 if resp.status >= 400:
                     raise error_from_response(
@@ -198,7 +205,7 @@ class HTTPTransport:
                 if parse == "text":
                     return body.decode(resp.charset or "utf-8", "replace")
                 try:
-                    return orjson.loads(body) if body else None
+                    decoded = orjson.loads(body) if body else None
                 except orjson.JSONDecodeError:
                     ctype = resp.content_type
                     snippet = body[:200].decode("utf-8", "replace")
@@ -208,9 +215,13 @@ class HTTPTransport:
                         provider=self.provider,
                         retryable=False,
                     ) from None
+                if ticket is not None and isinstance(decoded, dict):
+                    self.rate_limiter.correct(ticket, decoded)
+                return decoded
         except LLMError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            self.rate_limiter.observe(ticket, None, None)
             raise map_client_error(exc, self.provider, url, stream=False) from None
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
@@ -269,6 +280,7 @@ class HTTPTransport:
         headers = dict(self._post_headers if data is not None else self.headers)
         headers["Accept"] = "text/event-stream" if kind == "sse" else "application/x-ndjson"
         metrics = self.metrics
+        token_estimate = estimate_tokens(json)
         attempt = 0
         waits = None
         yielded = False
@@ -281,7 +293,8 @@ class HTTPTransport:
                 sem = await self.limiter.acquire()
                 resp: aiohttp.ClientResponse | None = None
                 try:
-                    resp = await self._open(method, url, data, headers, model)
+                    ticket = await self.rate_limiter.acquire(token_estimate)
+                    resp = await self._open(method, url, data, headers, model, ticket)
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
                     finished = False
                     async for chunk in resp.content.iter_any():
@@ -357,6 +370,7 @@ class HTTPTransport:
         data: bytes | None,
         headers: Mapping[str, str],
         model: str | None,
+        ticket: Ticket | None = None,
     ) -> aiohttp.ClientResponse:
         session = self.sessions.session_for_running_loop()
         try:
@@ -364,7 +378,9 @@ class HTTPTransport:
                 method, url, data=data, headers=headers, timeout=self._stream_timeout
             )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            self.rate_limiter.observe(ticket, None, None)
             raise map_client_error(exc, self.provider, url, stream=False) from None
+        self.rate_limiter.observe(ticket, resp.headers, resp.status)
         if resp.status >= 400:
             try:
                 body = await self._read_bounded(resp)
