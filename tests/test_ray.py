@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -152,3 +153,24 @@ def test_import_llmkit_imports_no_ray() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], cwd=str(ROOT), capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+
+
+async def test_cli_batch_on_ray(tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "p.txt", [f"c{i}" for i in range(12)])
+    out = tmp_path / "o.jsonl"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "LLMKIT_", "RAY_ADDRESS"))}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    limits = RateLimits()
+    with serve(limits) as url:
+        flags = ["--provider", "openai", "--base-url", url, "--model", "gpt-4o-mini"]
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "llmkit", *flags, "batch", str(prompts), "-o", str(out),
+            "--ray", "--actors", "2", "--concurrency", "4",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=str(ROOT),
+        )
+        _, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    err = stderr.decode()
+    assert proc.returncode == 0, err
+    assert "openai gpt-4o-mini: 12 answered, 0 failed, 0 already done (12 prompts)" in err
+    assert [r["output"] for r in rows(out)] == [f"Echo: c{i}" for i in range(12)]
+    assert limits.admitted == 12

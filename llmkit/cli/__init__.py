@@ -3,6 +3,7 @@
 Subcommands: ``providers``, ``health``, ``models``, ``generate``, ``stream``, ``embed``,
 ``batch`` and ``pull``. Global flags (before or after the subcommand): ``--provider``,
 ``--model``, ``--base-url``, ``--config``, ``--max-tokens``, ``--temperature``, ``-v``.
+``batch --ray [ADDRESS] --actors N`` runs the batch on a Ray cluster (:mod:`llmkit.ray`).
 
 The provider is ``--provider``, else the ``provider`` of ``--config``, else the
 ``LLMKIT_PROVIDER`` environment variable. With none of them the built-in deterministic
@@ -34,7 +35,7 @@ from llmkit.cli._common import (
     print_error,
     setup_logging,
 )
-from llmkit.cli.batch import cmd_batch
+from llmkit.cli.batch import cmd_batch, cmd_batch_ray
 from llmkit.cli.commands import (
     cmd_embed,
     cmd_generate,
@@ -79,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     setup_logging(args.verbose)
     try:
+        if args.command == "batch" and args.ray is not None:
+            return cmd_batch_ray(args)  # Ray drives its own workers; no event loop here
         return asyncio.run(_run(args))
     except (ConfigError, ProviderNotFoundError) as exc:
         print_error(exc.type, exc.message)

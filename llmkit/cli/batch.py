@@ -9,7 +9,15 @@ import sys
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from llmkit.cli._common import EXIT_LLM, EXIT_OK, UsageError, print_error, progress_bar, write
+from llmkit.cli._common import (
+    EXIT_LLM,
+    EXIT_OK,
+    UsageError,
+    make_config,
+    print_error,
+    progress_bar,
+    write,
+)
 
 if TYPE_CHECKING:
     from llmkit.base import BaseLLM
@@ -103,3 +111,34 @@ async def cmd_batch(args: argparse.Namespace, llm: BaseLLM) -> int:
     if to_file:
         compact(out_path, prompts)
     return finish(provider, model, len(todo) - failed, failed, len(done), len(prompts))
+
+
+def cmd_batch_ray(args: argparse.Namespace) -> int:
+    """``batch --ray``: the same job on Ray actors (:func:`llmkit.ray.run_batch`)."""
+    from llmkit.batchfile import BatchFileError
+
+    if args.output == "-" or args.input == "-":
+        raise UsageError("--ray reads a prompts file and writes to a file: pass IN and -o OUT")
+    if args.actors < 1 or (args.concurrency is not None and args.concurrency < 1):
+        raise UsageError("--actors and --concurrency must be >= 1")
+    config = make_config(args)
+    try:
+        from llmkit.ray import run_batch
+    except ImportError:
+        raise UsageError("--ray needs Ray: pip install 'llmkit[ray]'") from None
+    try:
+        result = run_batch(
+            args.input,
+            config,
+            output=args.output,
+            actors=args.actors,
+            concurrency_per_actor=args.concurrency or config.max_concurrency,
+            force=args.force,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            address=None if args.ray == "local" else args.ray,
+        )
+    except BatchFileError as exc:
+        raise UsageError(exc.message) from None
+    return finish(
+        result.provider, result.model, result.answered, result.failed, result.already_done, result.total
+    )

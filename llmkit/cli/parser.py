@@ -56,8 +56,24 @@ def _add_batch(sub: Any, command: Any) -> None:
         help="use an output file that holds answers of another provider, model or prompts "
         "file: other prompts are answered again, other providers' answers are kept",
     )
-    p.add_argument("--concurrency", type=int, default=None, help="requests in flight at most")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="requests in flight at most (with --ray: per actor)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="run on a Ray cluster (needs llmkit[ray]): a local one, or the cluster at "
+        "ADDRESS ('auto' for the one 'ray start' runs here, or ray://HOST:10001); one "
+        "rate limit for all actors",
+    )
+    p.add_argument("--actors", type=int, default=2, help="with --ray: actors, each with one client")
 
 
 def build_parser() -> argparse.ArgumentParser:
