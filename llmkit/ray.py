@@ -41,6 +41,10 @@ from llmkit.ratelimit import Feedback, LimiterState, Ticket
 
 __all__ = ["BatchResult", "RayLimiterBackend", "run_batch"]
 
+# While the limiter knows no limit (no rate, no pause), an actor may send for this long
+# without asking it: the bound on how late a new limit or a pause reaches every actor.
+LEASE_SECONDS = 0.1
+
 
 @ray.remote(num_cpus=0)
 class RateLimiterActor:
@@ -50,14 +54,26 @@ class RateLimiterActor:
     def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
         self.state = LimiterState(requests_per_minute, tokens_per_minute)
 
-    async def reserve(self, tokens: float) -> tuple[float, Ticket]:
+    async def reserve(self, tokens: float) -> tuple[float, Ticket, float]:
+        """``(wait, ticket, lease)``: while nothing limits the cluster, the caller may send
+        for ``lease`` seconds without asking again."""
         import asyncio
 
         while True:
-            wait, ticket = self.state.reserve(tokens, time.monotonic())
+            now = time.monotonic()
+            wait, ticket = self.state.reserve(tokens, now)
             if ticket is not None:
-                return wait, ticket
+                return wait, ticket, LEASE_SECONDS if self._unlimited(now) else 0.0
             await asyncio.sleep(wait)
+
+    def _unlimited(self, now: float) -> bool:
+        state = self.state
+        return (
+            state.informed
+            and now >= state.paused_until
+            and state.requests.rate is None
+            and state.tokens.rate is None
+        )
 
     async def wait_left(self, ticket: Ticket) -> float | None:
         return self.state.wait_left(ticket, time.monotonic())
@@ -79,9 +95,14 @@ class RayLimiterBackend:
     def __init__(self, actor: Any) -> None:
         self.actor = actor
         self.informed = False
+        self.lease_until = 0.0
 
     async def reserve(self, tokens: float) -> tuple[float, Ticket | None]:
-        wait, ticket = await self.actor.reserve.remote(tokens)
+        if time.monotonic() < self.lease_until:
+            return 0.0, Ticket(0.0, tokens, 0.0, 0.0, -1, estimate=tokens)
+        wait, ticket, lease = await self.actor.reserve.remote(tokens)
+        if lease:
+            self.lease_until = time.monotonic() + lease
         return wait, ticket
 
     async def wait_left(self, ticket: Ticket) -> float | None:
@@ -94,10 +115,12 @@ class RayLimiterBackend:
         )
         if says_something or not self.informed:
             self.informed = True
-            self.actor.observe.remote(ticket, feedback)
+            if says_something:
+                self.lease_until = 0.0  # limits: ask before each request again
+            self.actor.observe.remote(None if ticket is not None and ticket.epoch < 0 else ticket, feedback)
 
     def correct(self, ticket: Ticket, tokens: float) -> None:
-        if ticket.estimate > 0:
+        if ticket.estimate > 0 and ticket.epoch >= 0:
             self.actor.correct.remote(ticket, tokens)
 
 

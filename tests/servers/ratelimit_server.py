@@ -119,6 +119,8 @@ def make_ratelimited_openai_app(
     async def enforce(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
+        if not request.path.startswith("/v1/"):
+            return await handler(request)  # e.g. a benchmark's own counters
         body = get_json(request)
         streaming = json_ok(body) and isinstance(body, dict) and body.get("stream") is True
         now = time.monotonic()
