@@ -205,6 +205,8 @@ class LLMConfig(BaseModel):
     requests_per_minute: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     tokens_per_minute: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     extra: dict[str, Any] = Field(default_factory=dict)
+    cache: str | None = None
+    """Path of an SQLite reply cache (see :mod:`llmkit.cache`); None: no cache."""
 
     @field_validator("provider")
     @classmethod
