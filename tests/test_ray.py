@@ -142,7 +142,9 @@ def test_configured_limit_binds_the_cluster_not_each_actor(tmp_path: Path) -> No
         result = run_batch(prompts, config(url), output=tmp_path / "o.jsonl", actors=4,
                            concurrency_per_actor=8, requests_per_minute=1200, progress=False)
     assert result.failed == 0 and limits.admitted == 40
-    assert most_in_window(limits.admitted_at, 1.0) <= 21  # 20/s for all four actors together
+    # 20/s for all four actors together (four limits of their own would allow 80/s); an
+    # actor that wakes late can bunch a turn or two with the next ones
+    assert most_in_window(limits.admitted_at, 1.0) <= 25
     assert max(limits.admitted_at) - min(limits.admitted_at) >= 39 / 20 * 0.95
 
 
