@@ -209,6 +209,7 @@ class LimiterState:
         self.probe_timeout = probe_timeout
         self.informed = requests_per_minute is not None or tokens_per_minute is not None
         self.probe_at: float | None = None
+        self.usage_probe_at: float | None = None
         # usage / estimate of recent requests: estimates are scaled by the largest
         self.usage_ratios: deque[float] = deque(maxlen=32)
         self.paused_until = 0.0
@@ -234,19 +235,23 @@ class LimiterState:
         return max(wait_requests, wait_tokens), ticket
 
     def _hold(self, tokens: float, now: float) -> bool:
-        """Whether to hold this caller until the first request's answer: nothing is known
-        of the server's limits yet, or tokens are limited and no usage came back yet."""
-        want_usage = tokens > 0 and self.tokens.rate is not None and not self.usage_ratios
-        if self.informed and not want_usage:
-            return False
-        if self.probe_at is None:
-            self.probe_at = now  # this caller is the first request
-            return False
-        if now - self.probe_at < self.probe_timeout:
-            return True
-        self.informed = True  # the first answer is late: stop holding the others
-        if want_usage:
-            self.usage_ratios.append(1.0)
+        """Whether to hold this caller until an earlier request's answer: while nothing is
+        known of the server's limits, and while tokens are limited but no usage came back
+        yet. The first caller goes; after ``probe_timeout`` everyone goes."""
+        if not self.informed:
+            if self.probe_at is None:
+                self.probe_at = now
+                return False
+            if now - self.probe_at < self.probe_timeout:
+                return True
+            self.informed = True  # the first answer is late: stop holding the others
+        if tokens > 0 and self.tokens.rate is not None and not self.usage_ratios:
+            if self.usage_probe_at is None:
+                self.usage_probe_at = now
+                return False
+            if now - self.usage_probe_at < self.probe_timeout:
+                return True
+            self.usage_ratios.append(1.0)  # no usage comes back: estimates stand
         return False
 
     def wait_left(self, ticket: Ticket, now: float) -> float | None:
@@ -307,7 +312,11 @@ class LimiterState:
 
 
 class RateLimitBackend(Protocol):
-    """Where reservations are made; every method may be called from any thread and loop."""
+    """Where reservations are made; every method may be called from any thread and loop.
+    ``counts_tokens``: whether requests should carry a token estimate."""
+
+    @property
+    def counts_tokens(self) -> bool: ...
 
     async def reserve(self, tokens: float) -> tuple[float, Ticket | None]: ...
 
@@ -324,6 +333,10 @@ class LocalBackend:
     def __init__(self, state: LimiterState) -> None:
         self.state = state
         self._lock = threading.Lock()
+
+    @property
+    def counts_tokens(self) -> bool:
+        return self.state.tokens.rate is not None
 
     async def reserve(self, tokens: float) -> tuple[float, Ticket | None]:
         with self._lock:
@@ -358,10 +371,15 @@ class RateLimiter:
             LimiterState(requests_per_minute, tokens_per_minute)
         )
 
-    async def acquire(self, tokens: float = 0.0) -> Ticket:
+    async def acquire(self, body: Any = None) -> Ticket:
+        """Wait for this request's turn. ``body`` (the JSON request) gives its token
+        estimate, computed only once tokens are counted."""
         backend = self.backend
+        tokens: float | None = None
         while True:
-            wait, ticket = await backend.reserve(tokens)
+            if tokens is None and backend.counts_tokens:
+                tokens = estimate_tokens(body)
+            wait, ticket = await backend.reserve(tokens or 0.0)
             if ticket is None:
                 await asyncio.sleep(wait)
                 continue
@@ -381,6 +399,8 @@ class RateLimiter:
         self.backend.observe(ticket, None if status is None else Feedback.from_headers(headers, status))
 
     def correct(self, ticket: Ticket, usage: Any) -> None:
+        if ticket.estimate <= 0:
+            return  # no estimate was reserved (tokens were not counted)
         tokens = usage_tokens(usage)
         if tokens is not None:
             self.backend.correct(ticket, tokens)

@@ -97,6 +97,10 @@ class RayLimiterBackend:
         self.informed = False
         self.lease_until = 0.0
 
+    @property
+    def counts_tokens(self) -> bool:
+        return True  # the limiter is elsewhere: always send an estimate
+
     async def reserve(self, tokens: float) -> tuple[float, Ticket | None]:
         if time.monotonic() < self.lease_until:
             return 0.0, Ticket(0.0, tokens, 0.0, 0.0, -1, estimate=tokens)

@@ -26,7 +26,7 @@ from llmkit.errors import (
 from llmkit.hooks import Hooks
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
-from llmkit.ratelimit import RateLimiter, Ticket, estimate_tokens
+from llmkit.ratelimit import RateLimiter, Ticket
 from llmkit.retry import RetryPolicy
 from llmkit.session import SessionManager, SessionOptions
 from llmkit.streaming import NDJSONParser, SSEParser
@@ -136,7 +136,6 @@ class HTTPTransport:
         tmo = self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
         metrics = self.metrics
         limiter = self.limiter
-        token_estimate = estimate_tokens(json)
         attempt = 0
         waits = None
         started = time.perf_counter()
@@ -148,7 +147,7 @@ class HTTPTransport:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
                     async with limiter:
-                        ticket = await self.rate_limiter.acquire(token_estimate)
+                        ticket = await self.rate_limiter.acquire(json)
                         result = await self._once(
                             method, url, data, headers, params, tmo, model, parse, ticket
                         )
@@ -293,7 +292,6 @@ class HTTPTransport:
         headers = dict(self._post_headers if data is not None else self.headers)
         headers["Accept"] = "text/event-stream" if kind == "sse" else "application/x-ndjson"
         metrics = self.metrics
-        token_estimate = estimate_tokens(json)
         attempt = 0
         waits = None
         yielded = False
@@ -309,7 +307,7 @@ class HTTPTransport:
                 sem = await self.limiter.acquire()
                 resp: aiohttp.ClientResponse | None = None
                 try:
-                    ticket = await self.rate_limiter.acquire(token_estimate)
+                    ticket = await self.rate_limiter.acquire(json)
                     resp = await self._open(method, url, data, headers, model, ticket)
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
                     finished = False

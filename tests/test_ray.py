@@ -20,7 +20,7 @@ import ray.data
 
 from llmkit.batchfile import BatchFileError
 from llmkit.ray import run_batch
-from tests.servers import ServerState
+from tests.servers import ServerState, assert_spec_conformant
 from tests.servers.base import run_server
 from tests.servers.ratelimit_server import RateLimits, make_ratelimited_openai_app
 from tests.test_ratelimit import most_in_window
@@ -40,9 +40,10 @@ def serve(limits: RateLimits, state: ServerState | None = None) -> Iterator[str]
     """The (rate-limited) OpenAI test server on its own thread; yields its ``/v1`` URL."""
     ready = threading.Event()
     box: dict[str, Any] = {}
+    state = state or ServerState(record_requests=False)
 
     async def main() -> None:
-        app = make_ratelimited_openai_app(limits, state or ServerState(record_requests=False))
+        app = make_ratelimited_openai_app(limits, state)
         async with run_server(app) as base:
             box["url"], box["loop"], box["stop"] = base + "/v1", asyncio.get_running_loop(), asyncio.Event()
             ready.set()
@@ -56,6 +57,7 @@ def serve(limits: RateLimits, state: ServerState | None = None) -> Iterator[str]
     finally:
         box["loop"].call_soon_threadsafe(box["stop"].set)
         thread.join(10)
+    assert_spec_conformant(state)
 
 
 def config(url: str, **extra: Any) -> dict[str, Any]:

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
 
-from . import ServerHandle
-from .base import ServerState, get_json, json_ok, json_response, messages_words, run_server
+from . import ServerHandle, serve
+from .base import ServerState, get_json, json_ok, json_response, messages_words
 from .openai_server import make_openai_app, openai_status_body
 
 _RequestKey: Any = getattr(web, "RequestKey", None)
@@ -183,11 +183,8 @@ def _rejection(
     return json_response(error, status=429, headers=headers)
 
 
-@asynccontextmanager
-async def serve_ratelimited_openai(
+def serve_ratelimited_openai(
     limits: RateLimits, state: ServerState | None = None
-) -> AsyncIterator[ServerHandle]:
+) -> AbstractAsyncContextManager[ServerHandle]:
     """``async with serve_ratelimited_openai(RateLimits(requests_per_second=40)) as srv``."""
-    state = state if state is not None else ServerState()
-    async with run_server(make_ratelimited_openai_app(limits, state)) as base:
-        yield ServerHandle(url=base + "/v1", base_url=base, state=state)
+    return serve(lambda st: make_ratelimited_openai_app(limits, st), state, "/v1")
