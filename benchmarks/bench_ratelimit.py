@@ -6,7 +6,7 @@
 The server is the OpenAI-compatible test server behind OpenAI-style token buckets
 (tests/servers/ratelimit_server.py), in its own process. Each case sends N prompts through
 ``batch_generate`` at concurrency 64 with default settings (max_retries=2) unless the case
-says otherwise. "ideal" is the time the server's buckets need at best: (N - burst) / rate
+says otherwise; the token cases set ``max_tokens=1024``, where estimates start. "ideal" is the time the server's buckets need at best: (N - burst) / rate
 for requests, (tokens admitted - burst) / rate for tokens. The row "no client limiter"
 replaces the instance's limiter with one that never waits: what every task backing off on
 its own gives.
@@ -57,6 +57,8 @@ asyncio.run(main())
 
 class NoWait:
     """A limiter backend that never holds anyone (every task retries on its own)."""
+
+    counts_tokens = False
 
     async def reserve(self, tokens: float) -> tuple[float, Ticket | None]:
         return 0.0, Ticket(0.0, tokens, 0.0, 0.0, 0)
@@ -119,8 +121,11 @@ def cases(quick: bool) -> list[tuple[str, dict[str, Any], int, int, dict[str, An
         ("40 req/s, burst 10: defaults", req, n, 1, {}),
         ("40 req/s, burst 10: requests_per_minute=2400", req, n, 1, {"requests_per_minute": 2400}),
         ("40 req/s, burst 10: no client limiter", req, n, 1, {"no_limiter": True}),
-        ("800 tokens/s, burst 400: defaults", tok, t, 20, {}),
-        ("800 tokens/s, burst 400: tokens_per_minute=48000", tok, t, 20, {"tokens_per_minute": 48000}),
+        ("800 tokens/s, burst 400: defaults", tok, t, 20, {"max_tokens": 1024}),
+        (
+            "800 tokens/s, burst 400: tokens_per_minute=48000",
+            tok, t, 20, {"max_tokens": 1024, "tokens_per_minute": 48000},
+        ),
     ]
 
 
