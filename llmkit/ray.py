@@ -38,6 +38,7 @@ from llmkit.batchfile import (
 from llmkit.config import LLMConfig
 from llmkit.errors import LLMError
 from llmkit.ratelimit import Feedback, LimiterState, Ticket
+from llmkit.registry import _resolve
 
 __all__ = ["BatchResult", "RayLimiterBackend", "run_batch"]
 
@@ -236,6 +237,7 @@ def run_batch(
     rpm = requests_per_minute if requests_per_minute is not None else user_config.requests_per_minute
     tpm = tokens_per_minute if tokens_per_minute is not None else user_config.tokens_per_minute
     provider, model = cfg.provider, cfg.model
+    _resolve(provider)  # an unknown provider fails here, not in every actor
     prompts = _prompts(source)
     if not prompts:
         raise BatchFileError(f"{source if isinstance(source, str | os.PathLike) else 'the dataset'} holds no prompts")

@@ -18,6 +18,7 @@ import pytest
 import ray  # the [ray] extra (also in [dev]): a missing install fails, it does not skip
 import ray.data
 
+from llmkit import ProviderNotFoundError
 from llmkit.batchfile import BatchFileError
 from llmkit.ray import run_batch
 from tests.servers import ServerState, assert_spec_conformant
@@ -148,6 +149,15 @@ def test_configured_limit_binds_the_cluster_not_each_actor(tmp_path: Path) -> No
     # actor that wakes late can bunch a turn or two with the next ones
     assert most_in_window(limits.admitted_at, 1.0) <= 25
     assert max(limits.admitted_at) - min(limits.admitted_at) >= 39 / 20 * 0.95
+
+
+def test_unknown_provider_and_empty_input_fail_before_any_actor(tmp_path: Path) -> None:
+    prompts = write_prompts(tmp_path / "p.txt", ["x"])
+    with pytest.raises(ProviderNotFoundError, match="nosuch"):
+        run_batch(prompts, {"provider": "nosuch", "model": "m"}, output=None, progress=False)
+    empty = write_prompts(tmp_path / "empty.txt", [])
+    with pytest.raises(BatchFileError, match="holds no prompts"):
+        run_batch(empty, {"provider": "mock"}, output=None, progress=False)
 
 
 def test_import_llmkit_imports_no_ray() -> None:
