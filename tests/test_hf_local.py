@@ -33,8 +33,6 @@ from tests.local_models import build_tiny_llama, minilm_path
 
 pytestmark = pytest.mark.local
 
-GEN_THREAD = "llmkit-hf-generate"
-
 CANDIDATES: list[list[dict[str, str]]] = [
     [{"role": "user", "content": "Hello world! How are you?"}],
     [{"role": "user", "content": "Numbers 1 2 3"}],
@@ -70,7 +68,11 @@ def backend(tiny_model_path: str) -> Iterator[LocalBackend]:
         embedding_model=minilm_path(),
         max_batch_size=3,
     )
-    asyncio.run(b.load())
+    async def load() -> None:
+        await b.load()
+        await b.load(embeddings=True)
+
+    asyncio.run(load())
     yield b
     asyncio.run(b.aclose())
 
@@ -87,22 +89,6 @@ def long_conv(backend: LocalBackend) -> list[dict[str, str]]:
         raise AssertionError("no candidate prompt produces a long greedy continuation")
 
     return asyncio.run(pick())
-
-
-def _gen_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == GEN_THREAD]
-
-
-async def _wait_no_gen_threads(timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if not _gen_threads():
-            break
-        await asyncio.sleep(0.01)
-    assert not _gen_threads(), "generation thread still running"
-
-
-def _non_executor_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if not t.name.startswith("asyncio_")}
 
 
 def test_import_does_not_load_torch() -> None:
@@ -166,7 +152,6 @@ async def test_stream_matches_generate(backend: LocalBackend, long_conv: Any) ->
     assert usage["prompt_tokens"] == expected.prompt_tokens
     assert usage["completion_tokens"] == expected.completion_tokens == 24
     assert usage["finish_reason"] == "length"
-    await _wait_no_gen_threads(timeout=1.0)
 
 
 async def test_stream_yields_while_generating(backend: LocalBackend, long_conv: Any) -> None:
@@ -178,30 +163,36 @@ async def test_stream_yields_while_generating(backend: LocalBackend, long_conv: 
     assert stamps[-1] - stamps[0] > 0
 
 
-async def test_stream_close_stops_thread(backend: LocalBackend, long_conv: Any) -> None:
-    baseline = _non_executor_threads()
+async def _wait_rows(backend: LocalBackend, rows: int, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.005)):
+        if backend.engine.active_rows == rows:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{backend.engine.active_rows} rows decoding, expected {rows}")
+
+
+async def _wait_idle(backend: LocalBackend) -> None:
+    await _wait_rows(backend, 0)
+
+
+async def test_stream_close_frees_its_row(backend: LocalBackend, long_conv: Any) -> None:
     agen = backend.stream(long_conv, max_new_tokens=4000, temperature=0)
     async with contextlib.aclosing(agen):
         async for _ in agen:
-            assert _gen_threads()
+            await _wait_rows(backend, 1)
             break
-    # aclose() joined the generation thread before returning.
-    assert not _gen_threads()
-    assert _non_executor_threads() == baseline
+    await _wait_idle(backend)
 
 
-async def test_stream_break_without_aclose_stops_thread(
+async def test_stream_break_without_aclose_frees_its_row(
     backend: LocalBackend, long_conv: Any
 ) -> None:
-    baseline = _non_executor_threads()
     async for _ in backend.stream(long_conv, max_new_tokens=4000, temperature=0):
         break
-    await _wait_no_gen_threads()
-    assert _non_executor_threads() == baseline
+    await _wait_idle(backend)
 
 
-async def test_stream_cancel_stops_thread(backend: LocalBackend, long_conv: Any) -> None:
-    baseline = _non_executor_threads()
+async def test_stream_cancel_frees_its_row(backend: LocalBackend, long_conv: Any) -> None:
     got_first = asyncio.Event()
 
     async def consume() -> None:
@@ -213,8 +204,7 @@ async def test_stream_cancel_stops_thread(backend: LocalBackend, long_conv: Any)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not _gen_threads()
-    assert _non_executor_threads() == baseline
+    await _wait_idle(backend)
 
 
 async def test_generate_cancel_returns_quickly(backend: LocalBackend, long_conv: Any) -> None:
@@ -225,6 +215,7 @@ async def test_generate_cancel_returns_quickly(backend: LocalBackend, long_conv:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.perf_counter() - started < 2.0
+    await _wait_idle(backend)
 
 
 async def test_event_loop_stays_responsive(backend: LocalBackend, long_conv: Any) -> None:
@@ -252,7 +243,11 @@ async def test_event_loop_stays_responsive(backend: LocalBackend, long_conv: Any
     stop.set()
     await tick
     assert len(lags) > 20
-    assert max(lags) < 0.05, f"event loop lag {max(lags) * 1000:.1f} ms"
+    lags.sort()
+    p95 = lags[int(len(lags) * 0.95)]
+    # The bound is 20 ms; the maximum gets slack for a loaded machine's scheduling.
+    assert p95 < 0.02, f"event loop lag p95 {p95 * 1000:.1f} ms"
+    assert lags[-1] < 0.1, f"event loop lag {lags[-1] * 1000:.1f} ms"
 
 
 async def test_batch_equals_one_by_one(backend: LocalBackend) -> None:
@@ -360,6 +355,8 @@ def test_invalid_arguments(tiny_model_path: str) -> None:
         LocalBackend(tiny_model_path, dtype="float8")
     with pytest.raises(ValueError):
         LocalBackend(tiny_model_path, max_batch_size=0)
+    with pytest.raises(ValueError):
+        LocalBackend(tiny_model_path, embed_batch_size=0)
 
 
 async def test_concurrent_first_use_loads_once(tiny_model_path: str) -> None:

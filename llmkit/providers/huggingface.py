@@ -23,7 +23,8 @@ Modes, chosen from the configuration:
   sentence-transformers through :class:`llmkit.providers.hf_local.LocalBackend`, imported only
   when local mode is first used. Options from ``extra``: ``device``, ``dtype``,
   ``trust_remote_code`` (default False), ``embedding_model``, ``normalize_embeddings``,
-  ``max_batch_size``.
+  ``max_batch_size`` (rows decoding together), ``embed_batch_size``. Concurrent local calls
+  are batched together; ``max_concurrency`` bounds them like HTTP requests.
 
 The token comes from ``api_key``, else ``HUGGINGFACE_API_TOKEN``, else ``HF_TOKEN``. A 503
 "model is loading" reply (``{"error": ..., "estimated_time": N}``) is retried after ``N``
@@ -37,7 +38,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import quote, urlsplit
@@ -79,7 +80,7 @@ HUB_URL = "https://huggingface.co"
 _APIS = ("router", "tgi", "tgi-chat", "auto")
 _TGI_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 _LOCAL_OPTIONS = ("device", "dtype", "trust_remote_code", "embedding_model",
-                  "normalize_embeddings", "max_batch_size")
+                  "normalize_embeddings", "max_batch_size", "embed_batch_size")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -501,8 +502,9 @@ class HuggingFaceLLM(OpenAICompatible):
             items = _check_texts(texts)
             if not items:
                 return []
-            with self._local_errors():
-                return await self._local_backend().embed(items)
+            async with self._limiter:
+                with self._local_errors():
+                    return await self._local_backend().embed(items)
         return await super().embed_batch(texts)
 
     async def _embed_request(self, texts: list[str]) -> list[list[float]]:
@@ -613,8 +615,9 @@ class HuggingFaceLLM(OpenAICompatible):
         self._no_local_tools(tools)
         msgs = self._local_messages(messages)
         params = self._local_params(options)
-        with self._local_errors():
-            result = await self._local_backend().generate(msgs, **params)
+        async with self._limiter:
+            with self._local_errors():
+                result = await self._local_backend().generate(msgs, **params)
         return self._local_response(result, response_format)
 
     def _local_response(self, result: Any, response_format: Any = None) -> ChatResponse:
@@ -634,12 +637,13 @@ class HuggingFaceLLM(OpenAICompatible):
         msgs = self._local_messages(messages)
         params = self._local_params(options)
         usage_out: dict[str, Any] = {}
-        with self._local_errors():
-            backend = self._local_backend()
-            stream: AsyncIterator[str] = backend.stream(msgs, usage_out=usage_out, **params)
-            async with aclosing(stream):  # type: ignore[type-var]
-                async for delta in stream:
-                    yield StreamChunk(delta=delta)
+        async with self._limiter:
+            with self._local_errors():
+                backend = self._local_backend()
+                stream: AsyncIterator[str] = backend.stream(msgs, usage_out=usage_out, **params)
+                async with aclosing(stream):  # type: ignore[type-var]
+                    async for delta in stream:
+                        yield StreamChunk(delta=delta)
         usage = Usage.of(usage_out.get("prompt_tokens"), usage_out.get("completion_tokens"))
         self._record_usage(usage)
         yield StreamChunk(finish_reason=usage_out.get("finish_reason") or "stop", usage=usage)
@@ -648,61 +652,6 @@ class HuggingFaceLLM(OpenAICompatible):
 
     def supports_batching(self) -> bool:
         return self._use_local
-
-    async def batch_generate(
-        self,
-        prompts: Iterable[MessagesInput],
-        *,
-        concurrency: int | None = None,
-        return_exceptions: bool = False,
-        progress: bool | Any = False,
-        **options: Any,
-    ) -> list[Any]:
-        """One reply per prompt, in input order. Local mode batches natively
-        (``max_batch_size`` prompts per forward pass); API mode fans out requests."""
-        if not self._use_local:
-            return await super().batch_generate(
-                prompts, concurrency=concurrency, return_exceptions=return_exceptions,
-                progress=progress, **options,
-            )
-        from llmkit.batch import _Progress
-
-        items = list(prompts)
-        results: list[Any] = [None] * len(items)
-        valid: list[tuple[int, list[dict[str, Any]]]] = []
-        for i, prompt in enumerate(items):
-            try:
-                valid.append((i, self._local_messages(prompt)))
-            except LLMError as exc:
-                if not return_exceptions:
-                    raise
-                results[i] = exc
-        params = self._local_params(options)
-        backend = self._local_backend()
-        size = max(1, int(getattr(backend, "max_batch_size", 8)))
-        bar = _Progress(progress, len(items), f"{self.provider} batch")
-        try:
-            for _ in range(len(items) - len(valid)):
-                bar.update()
-            for start in range(0, len(valid), size):
-                chunk = valid[start : start + size]
-                out: list[Any]
-                try:
-                    with self._local_errors():
-                        out = await backend.generate_batch([m for _, m in chunk], **params)
-                except LLMError as exc:
-                    if not return_exceptions:
-                        raise
-                    out = [exc] * len(chunk)
-                for (index, _), res in zip(chunk, out, strict=True):
-                    if isinstance(res, BaseException):
-                        results[index] = res
-                    else:
-                        results[index] = self._local_response(res).content
-                    bar.update()
-        finally:
-            bar.close()
-        return results
 
     # ------------------------------------------------------------------ caches
 
@@ -713,8 +662,9 @@ class HuggingFaceLLM(OpenAICompatible):
                 "prompt caches need local mode (base_url='local')", provider=self.provider
             )
         msgs = self._local_messages(prefix_messages)
-        with self._local_errors():
-            handle = await self._local_backend().build_cache(msgs)
+        async with self._limiter:
+            with self._local_errors():
+                handle = await self._local_backend().build_cache(msgs)
         return PromptCache(self.provider, msgs, handle)
 
     async def generate_with_cache(
@@ -732,8 +682,11 @@ class HuggingFaceLLM(OpenAICompatible):
             )
         msgs = self._local_messages(messages)
         params = self._local_params(options)
-        with self._local_errors():
-            result = await self._local_backend().generate_with_cache(msgs, cache.handle, **params)
+        async with self._limiter:
+            with self._local_errors():
+                result = await self._local_backend().generate_with_cache(
+                    msgs, cache.handle, **params
+                )
         return self._local_response(result).content
 
     # ------------------------------------------------------------------ Hub

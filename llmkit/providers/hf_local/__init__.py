@@ -1,0 +1,16 @@
+"""Local Hugging Face inference: transformers causal LMs and sentence-transformers embeddings.
+
+Both are optional dependencies (the ``[local]`` extra) imported lazily, inside the
+functions that need them, so importing this package (or :mod:`llmkit`) never imports
+torch. Modules: ``loading`` (finding and checking models, offline loading), ``engine``
+(the shared decoding batch), ``requests`` (one generation request), ``kv_cache`` (prefix
+caches and batch cache surgery), ``embedder`` (the embedding batcher), ``stops``
+(incremental detokenizing and linear stop-string scanning), ``backend`` (the asyncio API).
+"""
+
+from llmkit.providers.hf_local.backend import LocalBackend
+from llmkit.providers.hf_local.kv_cache import LocalKVCache
+from llmkit.providers.hf_local.requests import LocalResult
+from llmkit.providers.hf_local.stops import StopScanner, cut_at_stop
+
+__all__ = ["LocalBackend", "LocalKVCache", "LocalResult", "StopScanner", "cut_at_stop"]
