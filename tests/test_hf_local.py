@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,13 @@ import sentence_transformers  # noqa: F401
 import torch  # noqa: F401
 import transformers  # noqa: F401
 
-from llmkit.providers.hf_local import LocalBackend, LocalKVCache, LocalResult
+from llmkit.providers.hf_local import (
+    LocalBackend,
+    LocalKVCache,
+    LocalResult,
+    StopScanner,
+    cut_at_stop,
+)
 from tests.local_models import build_tiny_llama, minilm_path
 
 pytestmark = pytest.mark.local
@@ -372,3 +377,128 @@ async def test_concurrent_first_use_loads_once(tiny_model_path: str) -> None:
         assert b._lm is first
     finally:
         await b.aclose()
+
+
+# ------------------------------------------------------------------ batching engine
+
+
+async def test_concurrent_generates_share_forward_passes(backend: LocalBackend) -> None:
+    convs = [[{"role": "user", "content": f"Hello world number {i}"}] for i in range(8)]
+    singles = [await backend.generate(c, max_new_tokens=16, temperature=0) for c in convs]
+    before = backend.engine.forward_passes
+    together = await asyncio.gather(
+        *(backend.generate(c, max_new_tokens=16, temperature=0) for c in convs)
+    )
+    passes = backend.engine.forward_passes - before
+    assert together == singles
+    one_at_a_time = sum(r.completion_tokens for r in singles)  # one pass per token each
+    rounds = -(-len(convs) // backend.max_batch_size)  # rows decode max_batch_size at a time
+    assert passes <= rounds * max(r.completion_tokens for r in singles) + len(convs)
+    assert passes < one_at_a_time / 2
+
+
+async def test_mixed_options_in_one_batch_equal_unbatched(
+    backend: LocalBackend, long_conv: Any
+) -> None:
+    full = await backend.generate(long_conv, max_new_tokens=24, temperature=0)
+    stop = full.text[5:7]
+    calls: list[tuple[Any, dict[str, Any]]] = [
+        (long_conv, {"max_new_tokens": 24, "temperature": 0}),
+        (long_conv, {"max_new_tokens": 5, "temperature": 0}),
+        (long_conv, {"max_new_tokens": 24, "temperature": 0, "stop": [stop]}),
+        (CANDIDATES[2], {"max_new_tokens": 20, "temperature": 0}),
+        (long_conv, {"max_new_tokens": 16, "temperature": 1.0, "seed": 11}),
+        (CANDIDATES[3], {"max_new_tokens": 16, "temperature": 0.8, "top_p": 0.9, "seed": 5}),
+    ]
+    alone = [await backend.generate(conv, **kw) for conv, kw in calls]
+    batched = await asyncio.gather(*(backend.generate(conv, **kw) for conv, kw in calls))
+    assert batched == alone
+    assert alone[1].completion_tokens == 5 and alone[1].finish_reason == "length"
+    assert alone[2].finish_reason == "stop" and alone[2].text == full.text[: full.text.find(stop)]
+
+
+async def test_request_joining_a_running_batch(backend: LocalBackend, long_conv: Any) -> None:
+    expected = await backend.generate(CANDIDATES[3], max_new_tokens=12, temperature=0)
+    long_one = asyncio.create_task(backend.generate(long_conv, max_new_tokens=200, temperature=0))
+    await _wait_rows(backend, 1)
+    joined = await backend.generate(CANDIDATES[3], max_new_tokens=12, temperature=0)
+    assert not long_one.done()
+    assert joined == expected
+    assert (await long_one).completion_tokens >= 1
+
+
+async def test_cancelled_stream_leaves_the_others_intact(
+    backend: LocalBackend, long_conv: Any
+) -> None:
+    convs = [long_conv, *CANDIDATES[1:5]]
+    expected = [await backend.generate(c, max_new_tokens=32, temperature=0) for c in convs]
+    first_delta = asyncio.Event()
+
+    async def consume(conv: Any) -> str:
+        out = ""
+        async for delta in backend.stream(conv, max_new_tokens=32, temperature=0):
+            out += delta
+        return out
+
+    async def victim() -> None:
+        async for _ in backend.stream(long_conv, max_new_tokens=4000, temperature=0):
+            first_delta.set()
+
+    doomed = asyncio.create_task(victim())
+    others = [asyncio.create_task(consume(c)) for c in convs]
+    await asyncio.wait_for(first_delta.wait(), timeout=10)
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert await asyncio.gather(*others) == [r.text for r in expected]
+    await _wait_idle(backend)
+
+
+async def test_concurrent_embeds_share_encoder_calls(backend: LocalBackend) -> None:
+    texts = [f"sentence number {i} about foxes and caches" for i in range(48)]
+    reference = await backend.embed(texts)
+    before = backend.embedder.encoder_calls
+    singles = await asyncio.gather(*(backend.embed([t]) for t in texts))
+    calls = backend.embedder.encoder_calls - before
+    assert calls <= 4 < len(texts)
+    for (one,), ref in zip(singles, reference, strict=True):
+        assert max(abs(a - b) for a, b in zip(one, ref, strict=True)) < 1e-5
+    normed, plain = await asyncio.gather(
+        backend.embed(texts[:2], normalize=True), backend.embed(texts[:2], normalize=False)
+    )
+    for mine, ref in zip(plain, reference[:2], strict=True):
+        assert mine == pytest.approx(ref, abs=1e-5)
+    for v in normed:
+        assert math.isclose(math.sqrt(sum(x * x for x in v)), 1.0, rel_tol=1e-5)
+
+
+def test_stop_scanner_matches_cut_at_stop_for_any_split() -> None:
+    import random
+
+    rng = random.Random(0)
+    alphabet = "ab<>/ \n"
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        stops = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(2)]
+        scanner = StopScanner(stops)
+        sent = ""
+        i = 0
+        while i < len(text) and not scanner.stopped:
+            step = rng.randint(1, 5)
+            sent += scanner.feed(text[i : i + step])
+            i += step
+        sent += scanner.flush()
+        assert (sent, scanner.stopped) == cut_at_stop(text, stops), (text, stops)
+
+
+def test_stop_scanner_is_linear() -> None:
+    def scan(pieces: int) -> float:
+        scanner = StopScanner(["</answer>", "\n\nUser:"])
+        started = time.perf_counter()
+        for _ in range(pieces):
+            scanner.feed("token ")
+        return time.perf_counter() - started
+
+    scan(1000)
+    small, large = min(scan(5_000) for _ in range(3)), min(scan(50_000) for _ in range(3))
+    assert large < small * 10 * 3  # 10x the text, about 10x the time (quadratic: ~100x)

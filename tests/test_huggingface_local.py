@@ -178,14 +178,19 @@ async def test_uncached_hub_id_fails_without_contacting_the_hub(
         assert time.perf_counter() - started < 1.0
 
 
-async def test_embedding_model_asked_to_generate(tmp_path: Path) -> None:
-    # MiniLM's config and tokenizer, with unreadable weights: the kind check comes first.
-    fake = tmp_path / "minilm-no-weights"
-    fake.mkdir()
+def _minilm_without_weights(directory: Path) -> Path:
+    """MiniLM's configuration and tokenizer files, next to unreadable weights."""
+    directory.mkdir()
     for item in Path(minilm_path()).iterdir():
         if item.is_file() and item.suffix in (".json", ".txt"):
-            (fake / item.name).write_bytes(item.read_bytes())
-    (fake / "model.safetensors").write_bytes(b"not weights")
+            (directory / item.name).write_bytes(item.read_bytes())
+    (directory / "model.safetensors").write_bytes(b"not weights")
+    return directory
+
+
+async def test_embedding_model_asked_to_generate(tmp_path: Path) -> None:
+    # The weights cannot be read: the kind check has to come before any loading.
+    fake = _minilm_without_weights(tmp_path / "minilm-no-weights")
     async with HuggingFaceLLM(model=str(fake), base_url="local") as llm:
         started = time.perf_counter()
         with pytest.raises(NotSupportedError, match="embedding model") as info:
@@ -202,7 +207,7 @@ async def test_causal_lm_asked_to_embed(tiny_model: str) -> None:
 
 async def test_directory_that_is_no_model(tmp_path: Path) -> None:
     async with HuggingFaceLLM(model=str(tmp_path), base_url="local") as llm:
-        with pytest.raises(ConfigError, match="no config.json"):
+        with pytest.raises(ConfigError, match=r"no config\.json"):
             await llm.generate("hi", max_tokens=2)
 
 
