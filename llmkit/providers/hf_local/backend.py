@@ -255,7 +255,9 @@ class LocalBackend:
                 out = lm.model(
                     input_ids=input_ids, attention_mask=torch.ones_like(input_ids), use_cache=True
                 )
-            cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+            cache = getattr(out, "cache", None)
+            if cache is None:
+                cache = getattr(out, "past_key_values", None)
             if cache is None:
                 raise RuntimeError("the model did not return a KV cache")
             return LocalKVCache(cache, ids, lm.token)
