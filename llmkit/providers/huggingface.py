@@ -58,6 +58,7 @@ from llmkit.errors import (
     register_secret,
 )
 from llmkit.providers.openai import OpenAICompatible
+from llmkit.stop_sequences import StopScanner
 from llmkit.streaming import SSEEvent
 from llmkit.types import (
     Capabilities,
@@ -158,17 +159,6 @@ def _tgi_last(ev: SSEEvent) -> bool:
     return isinstance(obj, dict) and (
         "error" in obj or obj.get("generated_text") is not None
     )
-
-
-def _stop_hold(text: str, stops: Sequence[str]) -> int:
-    """How many trailing characters of ``text`` might start a stop sequence."""
-    hold = 0
-    for s in stops:
-        for k in range(min(len(s), len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                hold = max(hold, k)
-                break
-    return hold
 
 
 def _cut_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -465,6 +455,7 @@ class HuggingFaceLLM(OpenAICompatible):
         )
         text = ""
         sent = 0
+        scanner = StopScanner(stops)  # linear: each token is searched with a short tail only
         usage: Usage | None = None
         try:
             async with aclosing(events):
@@ -472,15 +463,14 @@ class HuggingFaceLLM(OpenAICompatible):
                     if obj is None:
                         continue
                     token = obj.get("token") or {}
-                    if not token.get("special"):
-                        text += str(token.get("text") or "")
+                    piece = "" if token.get("special") else str(token.get("text") or "")
+                    text += piece
                     final = obj.get("generated_text")
                     if final is None:
-                        visible, hit = _cut_stop(text, stops)
-                        upto = len(visible) if hit else len(text) - _stop_hold(text, stops)
-                        if upto > sent:
-                            yield StreamChunk(delta=text[sent:upto], raw=obj)
-                            sent = upto
+                        delta = scanner.feed(piece)
+                        if delta:
+                            yield StreamChunk(delta=delta, raw=obj)
+                            sent += len(delta)
                         continue
                     details = obj.get("details") or {}
                     full, _ = _cut_stop(str(final), stops) if stops else (str(final), False)

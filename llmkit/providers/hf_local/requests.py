@@ -9,9 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmkit.errors import ContextLengthError
+from llmkit.providers.hf_local.detokenize import IncrementalDecoder
 from llmkit.providers.hf_local.kv_cache import LocalKVCache
 from llmkit.providers.hf_local.loading import PROVIDER, LoadedLM
-from llmkit.providers.hf_local.stops import IncrementalDecoder, StopScanner, cut_at_stop
+from llmkit.stop_sequences import StopScanner, cut_at_stop
 
 __all__ = ["GenParams", "GenRequest", "LocalResult", "encode_messages"]
 

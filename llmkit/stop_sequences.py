@@ -1,13 +1,10 @@
-"""Incremental detokenizing and stop-sequence scanning, linear in the output length.
-
-Neither class imports torch: they work on token ids and text only.
-"""
+"""Stop sequences in text that arrives piece by piece, in time linear in its length."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-__all__ = ["IncrementalDecoder", "StopScanner", "cut_at_stop"]
+__all__ = ["StopScanner", "cut_at_stop"]
 
 
 def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
@@ -60,29 +57,3 @@ class StopScanner:
         """The held-back tail, released when the text ends without a stop."""
         held, self._held = self._held, ""
         return "" if self.stopped else held
-
-
-class IncrementalDecoder:
-    """Turns token ids into text deltas, one token at a time.
-
-    Decodes a short window (the previous run of tokens plus the new ones) so the cost per
-    token stays constant, and waits while the text ends in an incomplete character
-    (a partial UTF-8 sequence decodes to U+FFFD).
-    """
-
-    __slots__ = ("_decode", "_ids", "_prefix_offset", "_read_offset")
-
-    def __init__(self, decode: Callable[[list[int]], str]) -> None:
-        self._decode = decode
-        self._ids: list[int] = []
-        self._prefix_offset = 0
-        self._read_offset = 0
-
-    def push(self, token: int) -> str:
-        self._ids.append(token)
-        before = self._decode(self._ids[self._prefix_offset : self._read_offset])
-        after = self._decode(self._ids[self._prefix_offset :])
-        if len(after) > len(before) and not after.endswith("\ufffd"):
-            self._prefix_offset, self._read_offset = self._read_offset, len(self._ids)
-            return after[len(before) :]
-        return ""
