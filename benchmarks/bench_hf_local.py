@@ -238,6 +238,9 @@ async def bench_prefix_cache(llm: HuggingFaceLLM, prefix_tokens: int) -> dict[st
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     extra = {"device": args.device, "embedding_model": minilm_path(), "max_batch_size": 256}
     results: dict[str, Any] = {}
+    async with LagProbe() as idle:  # what the machine alone does to a 5 ms sleep
+        await asyncio.sleep(2)
+    results["idle_lag_p99_ms"] = idle.p99_ms()
     with tempfile.TemporaryDirectory(prefix="llmkit-bench-") as tmp:
         path = build_tiny_llama(Path(tmp) / "model", hidden_size=args.hidden,
                                 num_layers=args.layers, num_heads=8)
@@ -262,6 +265,7 @@ def report(results: dict[str, Any], args: argparse.Namespace, elapsed: float) ->
     print(f"torch {torch.__version__}, device {args.device}, {torch.get_num_threads()} threads, "
           f"{platform.processor() or platform.machine()}, llama hidden={args.hidden} "
           f"layers={args.layers} (random weights), total {elapsed:.1f}s\n")
+    print(f"Loop lag p99 with nothing running: {results['idle_lag_p99_ms']:.1f} ms.\n")
     print("| case | llmkit concurrent | baseline | ratio | goal | loop lag p99 |")
     print("|---|---|---|---|---|---|")
     print(f"| {e['texts']} x embed() vs embed_batch({e['texts']}) | {e['concurrent_per_s']:.0f} "

@@ -1,9 +1,10 @@
 """The embedding batcher: concurrent ``embed`` requests share encoder calls.
 
 One worker thread owns the sentence-transformers model. It takes the waiting requests
-(whole requests, up to ``max_texts`` texts and ``max_tokens`` estimated tokens per
-encoder call; a larger request goes alone) and encodes their texts in one
-``encode`` call, which sorts them by length into mini-batches of ``encode_batch_size``.
+(whole requests, up to ``max_texts`` texts and ``max_tokens`` estimated tokens; a larger
+request goes alone) and encodes their texts in runs of about two mini-batches
+(``encode_batch_size`` texts each; ``encode`` sorts a run by length), handing each run's
+callers their vectors as soon as it is done.
 
 The wait for more requests adapts to load: a request arriving at an idle batcher is
 encoded at once; while requests keep arriving together (the previous call served more
@@ -116,14 +117,15 @@ class EmbedBatcher:
         try:
             while (taken := self._take()) is not None:
                 started = time.perf_counter()
-                try:
-                    vectors = self._encode(taken)
-                except BaseException as exc:
-                    for request in taken:
-                        request.on_done(exc)
-                else:
-                    for request, result in zip(taken, vectors, strict=True):
-                        request.on_done(result)
+                for group in self._groups(taken):
+                    try:
+                        vectors = self._encode(group)
+                    except BaseException as exc:
+                        for request in group:
+                            request.on_done(exc)
+                    else:
+                        for request, result in zip(group, vectors, strict=True):
+                            request.on_done(result)
                 self._last_requests = len(taken)
                 self._last_duration = time.perf_counter() - started
         finally:
@@ -134,11 +136,24 @@ class EmbedBatcher:
             for request in leftover:
                 request.on_done(closed)
 
-    def _encode(self, taken: list[EmbedRequest]) -> list[list[list[float]]]:
+    def _groups(self, taken: list[EmbedRequest]) -> list[list[EmbedRequest]]:
+        """Requests in runs of about two mini-batches of texts: each run's callers get their
+        vectors as soon as it is encoded, rather than all callers waking at once at the end."""
+        groups: list[list[EmbedRequest]] = [[]]
+        texts = 0
+        for request in taken:
+            if groups[-1] and texts + len(request.texts) > 2 * self.encode_batch_size:
+                groups.append([])
+                texts = 0
+            groups[-1].append(request)
+            texts += len(request.texts)
+        return groups
+
+    def _encode(self, group: list[EmbedRequest]) -> list[list[list[float]]]:
         import numpy as np
 
         model = self._load()
-        texts = [t for request in taken for t in request.texts]
+        texts = [t for request in group for t in request.texts]
         matrix = model.encode(
             texts,
             batch_size=self.encode_batch_size,
@@ -149,7 +164,7 @@ class EmbedBatcher:
         self.encoder_calls += 1
         out: list[list[list[float]]] = []
         start = 0
-        for request in taken:
+        for request in group:
             part = matrix[start : start + len(request.texts)]
             start += len(request.texts)
             if request.normalize:
