@@ -217,6 +217,14 @@ async def test_prompt_longer_than_the_model_is_a_context_length_error(
     short = str(build_tiny_llama(tmp_path_factory.mktemp("short"), max_position_embeddings=32))
     async with HuggingFaceLLM(model=short, base_url="local", extra={"device": "cpu"}) as llm:
         assert await llm.generate("hi", max_tokens=2, temperature=0.0)
+        # Generation stops at the last position the model has.
+        replies = [
+            await llm.chat(prompt, max_tokens=100, temperature=0.0)
+            for prompt in ("the quick brown fox", "Hello world", "Numbers 1 2 3", "A journey")
+        ]
+        totals = [r.usage.prompt_tokens + r.usage.completion_tokens for r in replies]
+        assert all(total <= 32 for total in totals)
+        assert any(r.finish_reason == "length" and t == 32 for r, t in zip(replies, totals, strict=True))
         with pytest.raises(ContextLengthError, match="maximum is 32"):
             await llm.generate("the quick brown fox " * 20, max_tokens=2)
         deltas: list[str] = []

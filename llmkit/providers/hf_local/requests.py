@@ -184,7 +184,10 @@ class GenRequest:
                 if self._scanner.stopped:
                     self._finish("stop")
                     return True
-        if self.completion_tokens >= self.params.max_new_tokens:
+        limit = self._lm.context_length
+        if self.completion_tokens >= self.params.max_new_tokens or (
+            limit is not None and len(self.ids) + self.completion_tokens >= limit
+        ):
             self._finish("length")
             return True
         return False
