@@ -3,8 +3,8 @@
 One worker thread owns the sentence-transformers model. It takes the waiting requests
 (whole requests, up to ``max_texts`` texts and ``max_tokens`` estimated tokens; a larger
 request goes alone) and encodes their texts in runs of about two mini-batches
-(``encode_batch_size`` texts each; ``encode`` sorts a run by length), handing each run's
-callers their vectors as soon as it is done.
+(``encode_batch_size`` texts each), shortest requests first, handing each run's callers
+their vectors as soon as it is done.
 
 The wait for more requests adapts to load: a request arriving at an idle batcher is
 encoded at once; while requests keep arriving together (the previous call served more
@@ -138,10 +138,12 @@ class EmbedBatcher:
 
     def _groups(self, taken: list[EmbedRequest]) -> list[list[EmbedRequest]]:
         """Requests in runs of about two mini-batches of texts: each run's callers get their
-        vectors as soon as it is encoded, rather than all callers waking at once at the end."""
+        vectors as soon as it is encoded, rather than all callers waking at once at the end.
+        Requests are ordered by text length first, so a run pads about as little as one
+        ``encode`` of everything would (it sorts by length too)."""
         groups: list[list[EmbedRequest]] = [[]]
         texts = 0
-        for request in taken:
+        for request in sorted(taken, key=lambda r: max(len(t) for t in r.texts)):
             if groups[-1] and texts + len(request.texts) > 2 * self.encode_batch_size:
                 groups.append([])
                 texts = 0
