@@ -5,7 +5,8 @@ functions that need them, so importing this package (or :mod:`llmkit`) never imp
 torch. Modules: ``loading`` (finding and checking models, offline loading), ``engine``
 (the shared decoding batch), ``requests`` (one generation request), ``kv_cache`` (prefix
 caches and batch cache surgery), ``embedder`` (the embedding batcher), ``detokenize``
-(token ids to text deltas), ``backend`` (the asyncio API). Stop strings are found by
+(token ids to text deltas), ``delivery`` (results back to the caller's event loop),
+``backend`` (the asyncio API). Stop strings are found by
 :mod:`llmkit.stop_sequences`.
 """
 

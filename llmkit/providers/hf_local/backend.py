@@ -11,10 +11,11 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
+from llmkit.providers.hf_local.delivery import poster, settle
 from llmkit.providers.hf_local.embedder import EmbedBatcher, EmbedRequest
 from llmkit.providers.hf_local.engine import DecodeEngine
 from llmkit.providers.hf_local.kv_cache import LocalKVCache
@@ -31,28 +32,6 @@ from llmkit.providers.hf_local.requests import GenParams, GenRequest, LocalResul
 __all__ = ["LocalBackend"]
 
 Messages = Sequence[Mapping[str, Any]]
-T = TypeVar("T")
-
-
-def _poster(loop: asyncio.AbstractEventLoop, fn: Callable[[T], None], cancel: Callable[[], None]) -> Callable[[T], None]:
-    """``fn`` called on ``loop`` from any thread; ``cancel`` once the loop is gone."""
-
-    def post(value: T) -> None:
-        try:
-            loop.call_soon_threadsafe(fn, value)
-        except RuntimeError:  # the loop is closed: nobody is listening any more
-            cancel()
-
-    return post
-
-
-def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
-    if future.done():
-        return
-    if isinstance(outcome, BaseException):
-        future.set_exception(outcome)
-    else:
-        future.set_result(outcome)
 
 
 class LocalBackend:
@@ -153,7 +132,7 @@ class LocalBackend:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[LocalResult] = loop.create_future()
         holder: list[GenRequest] = []
-        on_done = _poster(loop, lambda outcome: _settle(future, outcome), lambda: holder[0].cancel())
+        on_done = poster(loop, lambda outcome: settle(future, outcome), lambda: holder[0].cancel())
         request = GenRequest(messages, params, on_done=on_done, prefix=prefix)
         holder.append(request)
         return await self._run(request, future)
@@ -207,8 +186,8 @@ class LocalBackend:
         request = GenRequest(
             messages,
             params,
-            on_done=_poster(loop, lambda outcome: queue.put_nowait((True, outcome)), cancel),
-            on_text=_poster(loop, lambda text: queue.put_nowait((False, text)), cancel),
+            on_done=poster(loop, lambda outcome: queue.put_nowait((True, outcome)), cancel),
+            on_text=poster(loop, lambda text: queue.put_nowait((False, text)), cancel),
             prefix=cache,
         )
         holder.append(request)
@@ -294,7 +273,7 @@ class LocalBackend:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[list[float]]] = loop.create_future()
         norm = self.normalize_embeddings if normalize is None else normalize
-        on_done = _poster(loop, lambda outcome: _settle(future, outcome), lambda: None)
+        on_done = poster(loop, lambda outcome: settle(future, outcome), lambda: None)
         self.embedder.submit(EmbedRequest(list(texts), norm, on_done))
         return await future
 
