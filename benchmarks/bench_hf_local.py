@@ -201,10 +201,10 @@ async def bench_ttft(llm: HuggingFaceLLM, busy: int) -> dict[str, Any]:
             if engine.active_rows >= busy:
                 break
             await asyncio.sleep(0.01)
-        passes, t0 = engine.forward_passes, time.perf_counter()
-        await asyncio.sleep(0.5)
-        step_ms = 1000 * (time.perf_counter() - t0) / max(1, engine.forward_passes - passes)
-        async with LagProbe() as probe:
+        async with LagProbe() as probe:  # over the busy batch, then the new arrivals too
+            passes, t0 = engine.forward_passes, time.perf_counter()
+            await asyncio.sleep(1.0)
+            step_ms = 1000 * (time.perf_counter() - t0) / max(1, engine.forward_passes - passes)
             loaded = statistics.median([await first_delta("Hello there") for _ in range(5)])
     finally:
         for task in tasks:
