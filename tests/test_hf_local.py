@@ -245,6 +245,16 @@ async def test_event_loop_stays_responsive(backend: LocalBackend, long_conv: Any
         [*PREFIX, {"role": "user", "content": "Hello"}], cache, max_new_tokens=16, temperature=0
     )
     await backend.embed(["a sentence to embed"] * 16)
+
+    async def stream_all(conv: Any) -> None:
+        async for _ in backend.stream(conv, max_new_tokens=32, temperature=0):
+            pass
+
+    await asyncio.gather(  # 28 generations (3 rows decode at a time here) and 64 embeddings
+        *(backend.generate(c, max_new_tokens=32, temperature=0) for c in CANDIDATES * 2),
+        *(stream_all(c) for c in CANDIDATES * 2),
+        *(backend.embed([f"sentence {i} to embed"]) for i in range(64)),
+    )
     stop.set()
     await tick
     assert len(lags) > 20
