@@ -11,8 +11,8 @@ at once and free their slot; the others go on undisturbed.
 This is padded batching with admission at every step, written on the model's forward
 pass rather than ``generate()`` (whose batch is fixed for its whole run, with one set of
 sampling options). transformers' own continuous batching (``generate_batch``, paged
-attention) measured about 30x slower on CPU for 16 prompts x 32 tokens (see
-benchmarks/README.md), so it is not used.
+attention) took 24-90x as long as a padded ``generate()`` on CPU for 16 and 64 prompts x
+32 tokens (see benchmarks/README.md), so it is not used.
 """
 
 from __future__ import annotations
@@ -114,7 +114,7 @@ class DecodeEngine:
                             batch = self._admit(lm, batch, new)
                         if batch is not None:
                             batch = self._step(lm, batch)
-                except Exception as exc:  # a failed forward pass fails its rows only
+                except Exception as exc:  # a failed forward pass fails the rows in it, not the engine
                     for request in (batch.rows if batch is not None else []) + new:
                         request.fail_or_finish(exc)
                     batch = None
