@@ -94,13 +94,14 @@ class MockLLM(BaseLLM):
         **options: Any,
     ) -> ChatResponse:
         msgs = normalize_messages(messages)
-        opts = self._options(options)
+        opts, _ = self._options(options)
         await self._step()
         self.calls.append(msgs)
         text = self._reply(msgs)
         words = text.split()
-        if len(words) > opts["max_tokens"]:
-            text = " ".join(words[: opts["max_tokens"]])
+        limit = opts.get("max_tokens")
+        if limit is not None and len(words) > limit:
+            text = " ".join(words[:limit])
             finish = "length"
         else:
             finish = "stop"
