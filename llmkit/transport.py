@@ -30,6 +30,7 @@ from llmkit.hooks import Hooks
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
 from llmkit.options import NO_CLIENT_OPTIONS, ClientOptions
+from llmkit.ratelimit import RateLimiter, Ticket
 from llmkit.retry import RetryPolicy
 from llmkit.session import RequestTrace, SessionManager, SessionOptions, current_attempt
 from llmkit.streaming import NDJSONParser, SSEParser
@@ -55,6 +56,7 @@ class HTTPTransport:
         retry: RetryPolicy | None = None,
         limiter: ConcurrencyLimiter | None = None,
         metrics: MetricsRecorder | None = None,
+        rate_limiter: RateLimiter | None = None,
         session_options: SessionOptions | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -68,6 +70,7 @@ class HTTPTransport:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or ConcurrencyLimiter(64)
         self.metrics = metrics or MetricsRecorder()
+        self.rate_limiter = rate_limiter or RateLimiter()
         self.sessions = SessionManager(session_options)
         self.max_response_bytes = max_response_bytes
         self.max_event_bytes = max_event_bytes
@@ -130,9 +133,10 @@ class HTTPTransport:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
                     async with limiter:
+                        ticket = await self.rate_limiter.acquire(json)
                         result = await self._once(
                             method, url, data if upload is None else upload(), headers,
-                            params, tmo, model, parse,
+                            params, tmo, model, parse, ticket,
                         )
                 except LLMError as exc:
                     if not retry or not policy.should_retry(exc, attempt):
@@ -182,6 +186,7 @@ class HTTPTransport:
         timeout: aiohttp.ClientTimeout,
         model: str | None,
         parse: str,
+        ticket: Ticket | None = None,
     ) -> Any:
         session = self.sessions.session_for_running_loop()
         # A bytes body can be sent again; a streamed upload (an iterator) cannot.
@@ -192,15 +197,20 @@ class HTTPTransport:
                 async with session.request(
                     method, url, data=data, headers=headers, params=params, timeout=timeout
                 ) as resp:
+                    self.rate_limiter.observe(ticket, resp.headers, resp.status)
                     body = await self._read_bounded(resp)
                     status, resp_headers = resp.status, resp.headers
                     ctype, charset = resp.content_type, resp.charset
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
                 if resend and trace.undelivered(exc) and not self.sessions.closed:
                     continue  # a stale pooled connection: the server never saw this request
+                self.rate_limiter.observe(ticket, None, None)
                 error = self._client_error(exc, url, stream=False)
             else:
-                return self._decode(body, status, resp_headers, ctype, charset, model, parse)
+                decoded = self._decode(body, status, resp_headers, ctype, charset, model, parse)
+                if ticket is not None and isinstance(decoded, dict):
+                    self.rate_limiter.correct(ticket, decoded)
+                return decoded
             finally:
                 current_attempt.reset(token)
             # Raised here, outside the handler: aiohttp's exception (whose request_info holds
@@ -334,7 +344,10 @@ class HTTPTransport:
                 resp: aiohttp.ClientResponse | None = None
                 err: LLMError | None = None
                 try:
-                    resp = await self._open(method, url, data, headers, model, params, timeout)
+                    ticket = await self.rate_limiter.acquire(json)
+                    resp = await self._open(
+                        method, url, data, headers, model, params, timeout, ticket
+                    )
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
                     final: Any = _NO_EVENT
                     async for chunk in resp.content.iter_any():
@@ -431,6 +444,7 @@ class HTTPTransport:
         model: str | None,
         params: Mapping[str, Any] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        ticket: Ticket | None = None,
     ) -> aiohttp.ClientResponse:
         session = self.sessions.session_for_running_loop()
         for resend in (True, False):
@@ -444,8 +458,10 @@ class HTTPTransport:
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
                 if resend and trace.undelivered(exc) and not self.sessions.closed:
                     continue  # a stale pooled connection: the server never saw this request
+                self.rate_limiter.observe(ticket, None, None)
                 error = self._client_error(exc, url, stream=False)
             else:
+                self.rate_limiter.observe(ticket, resp.headers, resp.status)
                 if resp.status < 400:
                     return resp
                 error = await self._error_response(resp, url, model)
