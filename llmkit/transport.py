@@ -32,7 +32,7 @@ from llmkit.metrics import MetricsRecorder
 from llmkit.options import NO_CLIENT_OPTIONS, ClientOptions
 from llmkit.ratelimit import RateLimiter, Ticket
 from llmkit.retry import RetryPolicy
-from llmkit.session import RequestTrace, SessionManager, SessionOptions, current_attempt
+from llmkit.session import SessionManager, SessionOptions, connections_opened, undelivered
 from llmkit.streaming import NDJSONParser, SSEParser
 
 __all__ = ["HTTPTransport"]
@@ -191,8 +191,7 @@ class HTTPTransport:
         session = self.sessions.session_for_running_loop()
         # A bytes body can be sent again; a streamed upload (an iterator) cannot.
         for resend in (data is None or isinstance(data, bytes), False):
-            trace = RequestTrace()
-            token = current_attempt.set(trace)
+            opened = connections_opened(session)
             try:
                 async with session.request(
                     method, url, data=data, headers=headers, params=params, timeout=timeout
@@ -202,7 +201,7 @@ class HTTPTransport:
                     status, resp_headers = resp.status, resp.headers
                     ctype, charset = resp.content_type, resp.charset
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                if resend and trace.undelivered(exc) and not self.sessions.closed:
+                if resend and undelivered(exc, session, opened) and not self.sessions.closed:
                     continue  # a stale pooled connection: the server never saw this request
                 self.rate_limiter.observe(ticket, None, None)
                 error = self._client_error(exc, url, stream=False)
@@ -211,8 +210,6 @@ class HTTPTransport:
                 if ticket is not None and isinstance(decoded, dict):
                     self.rate_limiter.correct(ticket, decoded)
                 return decoded
-            finally:
-                current_attempt.reset(token)
             # Raised here, outside the handler: aiohttp's exception (whose request_info holds
             # the Authorization header) is neither the cause nor the context.
             raise error
@@ -448,15 +445,14 @@ class HTTPTransport:
     ) -> aiohttp.ClientResponse:
         session = self.sessions.session_for_running_loop()
         for resend in (True, False):
-            trace = RequestTrace()
-            token = current_attempt.set(trace)
+            opened = connections_opened(session)
             try:
                 resp = await session.request(
                     method, url, data=data, headers=headers, params=params,
                     timeout=timeout or self._stream_timeout,
                 )
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                if resend and trace.undelivered(exc) and not self.sessions.closed:
+                if resend and undelivered(exc, session, opened) and not self.sessions.closed:
                     continue  # a stale pooled connection: the server never saw this request
                 self.rate_limiter.observe(ticket, None, None)
                 error = self._client_error(exc, url, stream=False)
@@ -465,8 +461,6 @@ class HTTPTransport:
                 if resp.status < 400:
                     return resp
                 error = await self._error_response(resp, url, model)
-            finally:
-                current_attempt.reset(token)
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
 
