@@ -123,6 +123,9 @@ def _encode(operation: str, result: Any) -> bytes:
     return orjson.dumps(result)
 
 
+_BUSY_RETRY_SECONDS = 30.0
+
+
 class ReplyCache:
     """Stored replies in one SQLite file (created on first use)."""
 
@@ -169,9 +172,26 @@ class ReplyCache:
                 (key, operation, value, time.time()),
             )
 
+    @staticmethod
+    def _with_busy_retries(fn: Any, *args: Any) -> Any:
+        # SQLite answers "database is locked" without waiting on the busy timeout in a few
+        # cases (switching to WAL, WAL recovery while another process opens the file): try
+        # again for a while rather than fail a call over a cache.
+        delay = 0.01
+        deadline = time.monotonic() + _BUSY_RETRY_SECONDS
+        while True:
+            try:
+                return fn(*args)
+            except sqlite3.OperationalError as exc:
+                text = str(exc)
+                if ("locked" not in text and "busy" not in text) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
     async def _run(self, fn: Any, *args: Any) -> Any:
         try:
-            return await asyncio.to_thread(fn, *args)
+            return await asyncio.to_thread(self._with_busy_retries, fn, *args)
         except sqlite3.Error as exc:
             raise ConfigError(f"reply cache {self.path!r} is not usable: {exc}") from None
 
