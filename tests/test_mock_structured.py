@@ -164,3 +164,22 @@ async def test_plain_text_replies_still_truncate_at_max_tokens() -> None:
 )
 def test_example_from_schema_cases(schema: dict[str, object], expected: object) -> None:
     assert example_from_schema(schema) == expected
+
+
+async def test_bad_inputs_are_invalid_requests_before_anything_is_consumed() -> None:
+    async with MockLLM("mock", responses=["scripted"]) as llm:
+        with pytest.raises(InvalidRequestError, match="response_format"):
+            await llm.chat("x", response_format=int)
+        with pytest.raises(InvalidRequestError, match="not str"):
+            await llm.embed(None)  # type: ignore[arg-type]
+        assert llm.calls == []
+        assert await llm.generate("x") == "scripted"  # the scripted reply is still next
+
+
+async def test_bare_schema_and_json_shorthand_formats() -> None:
+    async with MockLLM("mock") as llm:
+        bare = await llm.chat("x", response_format=Cat.model_json_schema())
+        assert bare.parsed == {"kind": "cat", "lives": 1}
+        assert (await llm.chat("x", response_format="json")).parsed == {
+            "response": "mock response to: x"
+        }

@@ -11,9 +11,9 @@ import struct
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from llmkit.base import BaseLLM, parse_structured
+from llmkit.base import BaseLLM, parse_structured, response_format_payload
 from llmkit.config import LLMConfig
 from llmkit.errors import ConfigError, LLMError, NotSupportedError
 from llmkit.providers._schema_example import SchemaExampleError, example_from_schema
@@ -109,11 +109,12 @@ class MockLLM(BaseLLM):
     ) -> ChatResponse:
         msgs = normalize_messages(messages)
         opts = self._options(options)
+        payload, model = response_format_payload(response_format)  # checks it, as others do
         await self._step()
         self.calls.append(msgs)
         scripted = self._reply(msgs)
         if scripted is None and response_format is not None:
-            text = _structured_reply(response_format, self._echo(msgs))
+            text = _structured_reply(payload, model, self._echo(msgs))
         else:
             text = self._echo(msgs) if scripted is None else scripted
         words = text.split()
@@ -155,11 +156,6 @@ class MockLLM(BaseLLM):
             yield StreamChunk(delta=text[i : i + self.chunk_size])
         yield StreamChunk(finish_reason=response.finish_reason, usage=response.usage)
 
-    async def embed(self, text: str) -> list[float]:
-        await self._step()
-        self._metrics.finish(self.latency)
-        return _hash_vector(text, self.embedding_dim)
-
     async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
         from llmkit.base import _check_texts
 
@@ -173,34 +169,34 @@ class MockLLM(BaseLLM):
             raise self._failures.pop(0)
 
 
-def _structured_reply(response_format: Any, echo: str) -> str:
-    """A reply that satisfies ``response_format``, made up from its JSON schema."""
-    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
-        name = response_format.__name__
+def _structured_reply(payload: dict[str, Any] | None, model: Any, echo: str) -> str:
+    """A reply that satisfies the response format (``response_format_payload``'s pair),
+    made up from its JSON schema."""
+    if model is not None:
         try:
-            example = example_from_schema(response_format.model_json_schema())
-            return response_format.model_validate(example).model_dump_json()
+            example = example_from_schema(model.model_json_schema())
+            return str(model.model_validate(example).model_dump_json())
         except (SchemaExampleError, ValidationError) as exc:
             reason = exc.errors()[:3] if isinstance(exc, ValidationError) else exc
             raise NotSupportedError(
-                f"MockLLM cannot make up a valid {name} from its JSON schema ({reason}); "
-                f"script the reply: MockLLM(responses=[{name}(...).model_dump_json()])",
+                f"MockLLM cannot make up a valid {model.__name__} from its JSON schema "
+                f"({reason}); script the reply: "
+                f"MockLLM(responses=[{model.__name__}(...).model_dump_json()])",
                 provider=MockLLM.provider_name,
             ) from None
-    if isinstance(response_format, dict):
-        if response_format.get("type") == "json_schema":
-            spec = response_format.get("json_schema") or {}
-            schema = spec.get("schema", spec) if isinstance(spec, dict) else {}
-            try:
-                return json.dumps(example_from_schema(schema))
-            except SchemaExampleError as exc:
-                raise NotSupportedError(
-                    f"MockLLM cannot make up a reply for this JSON schema ({exc}); "
-                    "script the reply with `responses`",
-                    provider=MockLLM.provider_name,
-                ) from None
-        if response_format.get("type") == "json_object":
-            return json.dumps({"response": echo})
+    kind = (payload or {}).get("type")
+    if kind == "json_schema":
+        spec = (payload or {}).get("json_schema") or {}
+        try:
+            return json.dumps(example_from_schema(spec.get("schema", {})))
+        except SchemaExampleError as exc:
+            raise NotSupportedError(
+                f"MockLLM cannot make up a reply for this JSON schema ({exc}); "
+                "script the reply with `responses`",
+                provider=MockLLM.provider_name,
+            ) from None
+    if kind == "json_object":
+        return json.dumps({"response": echo})
     return echo
 
 
