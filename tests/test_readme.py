@@ -131,9 +131,11 @@ def readme_dir(
 ) -> Path:
     """A working directory with README's named files, and the environment pointing at the
     test servers."""
+    env = readme_env(server_urls)
     for key in list(os.environ):
-        monkeypatch.delenv(key)
-    for key, value in readme_env(server_urls).items():
+        if key not in env:
+            monkeypatch.delenv(key)
+    for key, value in env.items():
         monkeypatch.setenv(key, value)
     for block in BLOCKS:
         first = block.code.splitlines()[0] if block.code.strip() else ""
