@@ -11,13 +11,17 @@ client never help another.
 (c) fanout: 10k prompts at concurrency 256, wall time and RSS: floor (Semaphore + gather)
             vs ``batch_generate``;
 (d) import: ``import llmkit`` and ``from llmkit import LLMConfig, create_llm`` in a fresh
-            interpreter (best of N), and whether torch got imported.
+            interpreter (best of N), and whether torch got imported;
+(e) observability: CPU per request and per chunk of llmkit alone, with a no-op hook on
+            every event, and with ``llmkit.instrument()`` (OpenTelemetry SDK providers,
+            spans batched to an exporter that drops them, metrics aggregated in memory).
 
 Usage::
 
     pip install -e '.[bench]'
     python benchmarks/bench_openai.py           # full run (< 10 min on 2 cores)
     python benchmarks/bench_openai.py --quick   # < 2 min
+    python benchmarks/bench_openai.py --cases overhead   # (e) only
 
 A markdown table goes to stdout, JSON to benchmarks/results/.
 """
@@ -50,7 +54,11 @@ LABELS = {
     "llmkit": "llmkit OpenAILLM",
     "openai": "openai-python AsyncOpenAI",
     "litellm": "litellm acompletion",
+    "llmkit-hooks": "llmkit OpenAILLM + no-op hooks",
+    "llmkit-otel": "llmkit OpenAILLM + llmkit.instrument()",
 }
+OVERHEAD_CLIENTS = ("llmkit", "llmkit-hooks", "llmkit-otel")
+CASES = ("chat", "stream", "fanout", "import", "overhead")
 
 
 # =========================================================================== clients
@@ -123,6 +131,46 @@ class Llmkit:
         await self.llm.aclose()
 
 
+class LlmkitHooks(Llmkit):
+    """llmkit with a no-op callback on every hook event."""
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        super().__init__(url, concurrency)
+        for event in ("request", "response", "retry", "error"):
+            self.llm.on(event, lambda e: None)
+
+
+class LlmkitOTel(Llmkit):
+    """llmkit with OpenTelemetry on: SDK providers, spans batched and dropped."""
+
+    def __init__(self, url: str, concurrency: int) -> None:
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        import llmkit
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(BatchSpanProcessor(Drop()))
+        self.meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
+        llmkit.instrument(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider)
+        super().__init__(url, concurrency)
+
+    async def close(self) -> None:
+        await super().close()
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
 class OpenAIPython:
     def __init__(self, url: str, concurrency: int) -> None:
         from openai import AsyncOpenAI
@@ -189,7 +237,10 @@ class LiteLLM:
 
 
 def make_client(name: str, url: str, concurrency: int) -> Any:
-    cls = {"floor": Floor, "llmkit": Llmkit, "openai": OpenAIPython, "litellm": LiteLLM}[name]
+    cls = {
+        "floor": Floor, "llmkit": Llmkit, "openai": OpenAIPython, "litellm": LiteLLM,
+        "llmkit-hooks": LlmkitHooks, "llmkit-otel": LlmkitOTel,
+    }[name]
     return cls(url, concurrency)
 
 
@@ -411,6 +462,11 @@ def render(results: dict[str, Any]) -> str:
             lines.append(f"| `{stmt}` | error: {r['error']} | | |")
         else:
             lines.append(f"| `{stmt}` | {r['best_ms']:.1f} | {r['median_ms']:.1f} | {r['torch_imported']} |")
+    lines.append("\n### (e) observability overhead (llmkit alone = 1.00x)\n")
+    lines.append("| case | concurrency | client | CPU us/unit | vs llmkit | extra us/unit |")
+    lines.append("| --- | ---: | --- | ---: | ---: | ---: |")
+    for row in _overhead_rows(results):
+        lines.append(row)
     lines.append("\n### Goals\n")
     for goal, ok, detail in results["goals"]:
         lines.append(f"- {'met' if ok else 'NOT met'}: {goal} ({detail})")
@@ -431,6 +487,25 @@ def _rows(results: dict[str, Any], case: str) -> list[str]:
                 f"| {c} | {LABELS[r['client']]} | {r['cpu_us_per_unit']:.1f} | "
                 f"{_ratio(r['cpu_us_per_unit'], floor and floor['cpu_us_per_unit'])} | "
                 f"{r['wall_s']:.2f} | {r['units'] / r['wall_s']:.0f} |"
+            )
+    return out
+
+
+def _overhead_rows(results: dict[str, Any]) -> list[str]:
+    out = []
+    runs = [r for r in results["runs"] if r["case"].startswith("overhead-")]
+    for case, c in sorted({(r["case"], r["concurrency"]) for r in runs}):
+        group = [r for r in runs if r["case"] == case and r["concurrency"] == c]
+        base = next((r for r in group if r["client"] == "llmkit" and "cpu_s" in r), None)
+        for r in group:
+            if "error" in r:
+                out.append(f"| {case[9:]} | {c} | {LABELS[r['client']]} | error: {r['error']} | | |")
+                continue
+            extra = r["cpu_us_per_unit"] - base["cpu_us_per_unit"] if base else None
+            out.append(
+                f"| {case[9:]} | {c} | {LABELS[r['client']]} | {r['cpu_us_per_unit']:.1f} | "
+                f"{_ratio(r['cpu_us_per_unit'], base and base['cpu_us_per_unit'])} | "
+                f"{'-' if extra is None else f'{extra:+.1f}'} |"
             )
     return out
 
@@ -486,6 +561,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run (< 2 min)")
     parser.add_argument("--clients", default=",".join(CLIENTS), help="comma-separated subset")
+    parser.add_argument("--cases", default=",".join(CASES), help="comma-separated subset")
     parser.add_argument("--report", metavar="JSON", help="print the tables of an earlier run")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -501,6 +577,7 @@ def main() -> None:
         return
 
     clients = [c for c in args.clients.split(",") if c in CLIENTS]
+    cases = set(args.cases.split(","))
     if args.quick:
         chat_n = {1: 200, 16: 400, 256: 600}
         stream_n, stream_words, fan_n, repeats, import_repeats = 4, 1000, 2000, 1, 3
@@ -510,18 +587,32 @@ def main() -> None:
 
     started = time.perf_counter()
     runs: list[dict[str, Any]] = []
-    print("(a) chat", file=sys.stderr)
-    for c, n in chat_n.items():
+    if "chat" in cases:
+        print("(a) chat", file=sys.stderr)
+        for c, n in chat_n.items():
+            for client in clients:
+                runs.append(run_case("chat", client, n, c, 50, repeats))
+    if "stream" in cases:
+        print("(b) stream", file=sys.stderr)
         for client in clients:
-            runs.append(run_case("chat", client, n, c, 50, repeats))
-    print("(b) stream", file=sys.stderr)
-    for client in clients:
-        runs.append(run_case("stream", client, stream_n, 4, stream_words, repeats))
-    print("(c) fanout", file=sys.stderr)
-    for client in ("floor", "llmkit"):
-        runs.append(run_case("fanout", client, fan_n, 256, 20, 1))
-    print("(d) import", file=sys.stderr)
-    imports = {label: import_time(stmt, import_repeats) for label, stmt in IMPORT_SNIPPETS.items()}
+            runs.append(run_case("stream", client, stream_n, 4, stream_words, repeats))
+    if "fanout" in cases:
+        print("(c) fanout", file=sys.stderr)
+        for client in ("floor", "llmkit"):
+            runs.append(run_case("fanout", client, fan_n, 256, 20, 1))
+    imports = {}
+    if "import" in cases:
+        print("(d) import", file=sys.stderr)
+        imports = {label: import_time(stmt, import_repeats) for label, stmt in IMPORT_SNIPPETS.items()}
+    if "overhead" in cases:
+        print("(e) observability overhead", file=sys.stderr)
+        for c in (1, 16):
+            for client in OVERHEAD_CLIENTS:
+                run = run_case("chat", client, chat_n[c], c, 50, repeats)
+                runs.append({**run, "case": "overhead-chat"})
+        for client in OVERHEAD_CLIENTS:
+            run = run_case("stream", client, stream_n, 4, stream_words, repeats)
+            runs.append({**run, "case": "overhead-stream"})
 
     results: dict[str, Any] = {
         "machine": {

@@ -10,6 +10,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from llmkit import sync
     from llmkit.base import BaseLLM, PromptCache
     from llmkit.config import (
         LLMConfig,
@@ -33,7 +34,9 @@ if TYPE_CHECKING:
         ServerError,
         StreamError,
     )
+    from llmkit.fallback import FallbackLLM
     from llmkit.metrics import Metrics
+    from llmkit.otel import instrument
     from llmkit.providers.huggingface import HuggingFaceLLM
     from llmkit.providers.mock import MockLLM
     from llmkit.providers.ollama import OllamaLLM
@@ -83,6 +86,8 @@ _LAZY = {
     "ServerError": "llmkit.errors",
     "StreamError": "llmkit.errors",
     "Metrics": "llmkit.metrics",
+    "FallbackLLM": "llmkit.fallback",
+    "instrument": "llmkit.otel",
     "LLMFactory": "llmkit.registry",
     "create_llm": "llmkit.registry",
     "list_providers": "llmkit.registry",
@@ -107,6 +112,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
+    if name == "sync":  # the blocking API, a submodule
+        return importlib.import_module("llmkit.sync")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llmkit' has no attribute {name!r}")
@@ -127,6 +134,7 @@ __all__ = [
     "Choice",
     "ConfigError",
     "ContextLengthError",
+    "FallbackLLM",
     "HuggingFaceLLM",
     "InvalidRequestError",
     "LLMConfig",
@@ -156,10 +164,12 @@ __all__ = [
     "Usage",
     "__version__",
     "create_llm",
+    "instrument",
     "list_providers",
     "load_config",
     "merge_config_with_defaults",
     "provider_defaults",
     "register_provider",
+    "sync",
     "unregister_provider",
 ]

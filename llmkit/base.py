@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from types import TracebackType
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
 
 from llmkit.batch import fan_out, fan_out_iter
 from llmkit.config import LLMConfig, provider_defaults
 from llmkit.errors import InvalidRequestError, NotSupportedError
+from llmkit.hooks import Callback, Hooks
+from llmkit.layers import current_call, install
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import Metrics, MetricsRecorder
 from llmkit.retry import RetryPolicy
@@ -23,6 +25,9 @@ from llmkit.types import (
     StreamChunk,
     Usage,
 )
+
+if TYPE_CHECKING:
+    from llmkit.cache import ReplyCache
 
 __all__ = ["BaseLLM", "PromptCache"]
 
@@ -55,8 +60,12 @@ class BaseLLM:
             cls._incomplete = True
         else:
             cls._incomplete = False
+        install(cls)
 
     _incomplete: ClassVar[bool] = True
+    # True while the instance has a reply cache or hooks (see llmkit.layers)
+    _layered: bool = False
+    _reply_cache: ReplyCache | None = None
 
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         if type(self)._incomplete:
@@ -73,6 +82,12 @@ class BaseLLM:
             max_retry_after=float(self.config.extra.get("retry_max_after", 60.0)),
         )
         self._closed = False
+        self._hooks = Hooks()
+        if self.config.cache:
+            from llmkit.cache import ReplyCache
+
+            self._reply_cache = ReplyCache(self.config.cache)
+            self._layered = True
 
     @classmethod
     def _make_config(cls, config: Any, kwargs: dict[str, Any]) -> LLMConfig:
@@ -141,6 +156,27 @@ class BaseLLM:
     def _record_usage(self, usage: Usage | None) -> None:
         if usage is not None:
             self._metrics.add_usage(usage.prompt_tokens, usage.completion_tokens)
+            call = current_call()
+            if call is not None:
+                call.add_usage(usage)
+
+    # ------------------------------------------------------------------ hooks
+
+    def on(self, event: str, callback: Callback) -> Callback:
+        """Call ``callback(event)`` on ``request``, ``response``, ``retry`` or ``error``
+        (see :mod:`llmkit.hooks`); returns the callback, so it also works as a decorator."""
+        self._hooks.on(event, callback)
+        self._layered = True
+        return callback
+
+    def off(self, event: str, callback: Callback) -> None:
+        """Remove a callback registered with :meth:`on`."""
+        self._hooks.off(event, callback)
+        self._layered = self._hooks.active or self._reply_cache is not None
+
+    def _sends_through_transport(self) -> bool:
+        """True where the HTTP transport reports each attempt to the hooks itself."""
+        return False
 
     # ------------------------------------------------------------------ generation
 
@@ -322,6 +358,9 @@ class BaseLLM:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+install(BaseLLM)
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

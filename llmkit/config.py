@@ -203,6 +203,8 @@ class LLMConfig(BaseModel):
     max_retries: int = Field(default=2, ge=0)
     max_concurrency: int = Field(default=64, gt=0)
     extra: dict[str, Any] = Field(default_factory=dict)
+    cache: str | None = None
+    """Path of an SQLite reply cache (see :mod:`llmkit.cache`); None: no cache."""
 
     @field_validator("provider")
     @classmethod

@@ -28,6 +28,8 @@ class Metrics(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    cache_hits: int = 0
+    """Replies served from the reply cache (``LLMConfig.cache``); not in ``requests``."""
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -44,6 +46,7 @@ class MetricsRecorder:
     """Thread-safe recorder; latencies kept in a bounded window of the latest samples."""
 
     __slots__ = (
+        "_cache_hits",
         "_completion",
         "_failures",
         "_in_flight",
@@ -67,6 +70,7 @@ class MetricsRecorder:
         self._latencies: deque[float] = deque(maxlen=window)
         self._prompt = 0
         self._completion = 0
+        self._cache_hits = 0
 
     def start(self) -> None:
         with self._lock:
@@ -87,6 +91,10 @@ class MetricsRecorder:
     def retry(self) -> None:
         with self._lock:
             self._retries += 1
+
+    def cache_hit(self) -> None:
+        with self._lock:
+            self._cache_hits += 1
 
     def add_usage(self, prompt: int, completion: int) -> None:
         with self._lock:
@@ -112,6 +120,7 @@ class MetricsRecorder:
                 prompt_tokens=self._prompt,
                 completion_tokens=self._completion,
                 total_tokens=self._prompt + self._completion,
+                cache_hits=self._cache_hits,
             )
         if lat:
             m.latency_p50 = _percentile(lat, 0.5)

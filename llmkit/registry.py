@@ -28,6 +28,7 @@ _registry: dict[str, Constructor | str] = {
     "ollama": "llmkit.providers.ollama:OllamaLLM",
     "huggingface": "llmkit.providers.huggingface:HuggingFaceLLM",
     "mock": "llmkit.providers.mock:MockLLM",
+    "fallback": "llmkit.fallback:FallbackLLM",
 }
 _aliases = {"hf": "huggingface", "openai-compatible": "openai"}
 
@@ -81,6 +82,9 @@ def _to_config(config: LLMConfig | Mapping[str, Any]) -> LLMConfig:
         name = str(config["provider"]).lower()
         name = _aliases.get(name, name)
         _resolve(name)  # unknown names fail before validation
+        if "chain" in config:  # a fallback's members travel in extra
+            extra = {**(config.get("extra") or {}), "chain": config["chain"]}
+            config = {k: v for k, v in config.items() if k != "chain"} | {"extra": extra}
         return LLMConfig.for_provider({**config, "provider": name})
     raise ConfigError(f"config must be an LLMConfig or a dict, not {type(config).__name__}")
 

@@ -23,6 +23,7 @@ from llmkit.errors import (
     error_from_response,
     redact,
 )
+from llmkit.hooks import Hooks
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
 from llmkit.retry import RetryPolicy
@@ -84,6 +85,7 @@ class HTTPTransport:
         session_options: SessionOptions | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        hooks: Hooks | None = None,
     ) -> None:
         self.provider = provider
         self.base_url = base_url.rstrip("/")
@@ -96,6 +98,7 @@ class HTTPTransport:
         self.sessions = SessionManager(session_options)
         self.max_response_bytes = max_response_bytes
         self.max_event_bytes = max_event_bytes
+        self.hooks = hooks
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout, sock_read=timeout
@@ -133,9 +136,12 @@ class HTTPTransport:
         attempt = 0
         waits = None
         started = time.perf_counter()
+        hooks = self.hooks if self.hooks is not None and self.hooks.active else None
         metrics.start()
         try:
             while True:
+                if hooks is not None:
+                    await hooks.attempt("request", self.provider, model, attempt)
                 try:
                     async with limiter:
                         result = await self._once(
@@ -147,6 +153,8 @@ class HTTPTransport:
                     if waits is None:
                         waits = self.retry.waits()
                     delay = self.retry.delay_for(exc, next(waits))
+                    if hooks is not None:
+                        await hooks.attempt("retry", self.provider, model, attempt, error=exc, delay=delay)
                     attempt += 1
                     metrics.retry()
                     log.debug(
@@ -156,9 +164,14 @@ class HTTPTransport:
                     await asyncio.sleep(delay)
                     continue
                 metrics.finish(time.perf_counter() - started)
+                if hooks is not None:
+                    await hooks.outcome(self.provider, model, attempt, time.perf_counter() - started)
                 return result
         except LLMError as exc:
             metrics.finish(0.0, exc.type)
+            if hooks is not None:
+                duration = time.perf_counter() - started
+                await hooks.outcome(self.provider, model, attempt, duration, error=exc)
             raise
         except asyncio.CancelledError:
             metrics.finish(0.0, "cancelled")
@@ -273,11 +286,14 @@ class HTTPTransport:
         waits = None
         yielded = False
         started = time.perf_counter()
+        hooks = self.hooks if self.hooks is not None and self.hooks.active else None
         metrics.start()
         error_type: str | None = "cancelled"
         stopped_early = False
         try:
             while True:
+                if hooks is not None:
+                    await hooks.attempt("request", self.provider, model, attempt)
                 sem = await self.limiter.acquire()
                 resp: aiohttp.ClientResponse | None = None
                 try:
@@ -314,6 +330,9 @@ class HTTPTransport:
                             f"stream ended before {end_marker} (truncated response)",
                             provider=self.provider,
                         )
+                    if hooks is not None:
+                        duration = time.perf_counter() - started
+                        await hooks.outcome(self.provider, model, attempt, duration, status=resp.status)
                     error_type = None
                     return
                 except GeneratorExit:
@@ -337,10 +356,15 @@ class HTTPTransport:
                     sem.release()
                 if yielded or not self.retry.should_retry(err, attempt):
                     error_type = err.type
+                    if hooks is not None:
+                        duration = time.perf_counter() - started
+                        await hooks.outcome(self.provider, model, attempt, duration, error=err)
                     raise err
                 if waits is None:
                     waits = self.retry.waits()
                 delay = self.retry.delay_for(err, next(waits))
+                if hooks is not None:
+                    await hooks.attempt("retry", self.provider, model, attempt, error=err, delay=delay)
                 attempt += 1
                 metrics.retry()
                 await asyncio.sleep(delay)

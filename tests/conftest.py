@@ -13,7 +13,15 @@ import pytest
 if str(Path(__file__).resolve().parents[1]) not in sys.path:  # plain `pytest` invocation
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.servers import ServerHandle, ServerState, serve_hf, serve_ollama, serve_openai, serve_tgi
+from tests.servers import (
+    ServerHandle,
+    ServerState,
+    serve_hf,
+    serve_ollama,
+    serve_openai,
+    serve_tgi,
+    spec_validation,
+)
 
 
 @pytest.fixture
@@ -84,3 +92,18 @@ def openai_server_thread() -> object:
     loop = stop["loop"]
     loop.call_soon_threadsafe(stop["event"].set)  # type: ignore[attr-defined]
     thread.join(10)
+
+
+@pytest.fixture(autouse=True)
+def _spec_exemption(request: pytest.FixtureRequest) -> object:
+    """``@pytest.mark.spec_exempt("why")``: this test sends request bodies the provider's
+    spec does not allow ON PURPOSE (e.g. to check a test server's own 400s), so the test
+    servers skip request validation for it. Responses are still validated. This marker is the
+    only opt-out from tests/servers/spec_validation.py."""
+    marker = request.node.get_closest_marker("spec_exempt")
+    reason = str(marker.args[0]) if marker and marker.args else None
+    if marker is not None and not reason:
+        raise pytest.UsageError("spec_exempt needs a reason")
+    spec_validation.set_exemption(reason)
+    yield
+    spec_validation.set_exemption(None)

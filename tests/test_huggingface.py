@@ -217,6 +217,8 @@ async def test_tgi_generate_parameters_and_stop(tgi_server: ServerHandle) -> Non
     assert nucleus["parameters"]["top_p"] == 0.9
 
 
+@pytest.mark.spec_exempt("sends 5 stop sequences (TGI allows 4) to check the error mapping; "
+                        "issue 11 moves this check before sending")
 async def test_tgi_generate_length_and_validation_errors(tgi_server: ServerHandle) -> None:
     tgi_server.state.reply = "a b c d e f g h"
     async with make(tgi_server, api="tgi") as llm:

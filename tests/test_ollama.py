@@ -262,6 +262,8 @@ async def test_bad_request_is_invalid_request(llm: OllamaLLM, ollama_server: Ser
 # --------------------------------------------------------------------------- tools
 
 
+@pytest.mark.xfail(strict=True, reason="issue 11: the tool-result turn sends OpenAI's "
+                   "tool_calls[].id and tool_call_id, which Ollama's /api/chat does not define")
 async def test_tools_non_streamed(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
     ollama_server.state.tool_arguments = {"city": "Paris", "unit": "celsius"}
     response = await llm.chat("weather in Paris?", tools=[get_weather])

@@ -38,6 +38,9 @@ class HTTPProvider(BaseLLM):
     def _base_url(self) -> str:
         return self.config.base_url or ""
 
+    def _sends_through_transport(self) -> bool:
+        return True
+
     def _auth_headers(self, key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -62,6 +65,7 @@ class HTTPProvider(BaseLLM):
             ),
             max_response_bytes=max_response,
             max_event_bytes=max_event,
+            hooks=self._hooks,
         )
 
     async def aclose(self) -> None:

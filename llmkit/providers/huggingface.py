@@ -255,6 +255,9 @@ class HuggingFaceLLM(OpenAICompatible):
     def use_local(self) -> bool:
         return self._use_local
 
+    def _sends_through_transport(self) -> bool:
+        return not self._use_local
+
     def set_use_local(self, use_local: bool) -> None:
         """Switch between local inference and the remote API."""
         self._use_local = bool(use_local)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from . import spec_validation
 from .base import (
     BODY_KINDS,
     FAULT_KINDS,
@@ -58,8 +59,20 @@ async def serve(
     suffix: str = "",
 ) -> AsyncIterator[ServerHandle]:
     state = state if state is not None else ServerState()
+    if state.validate_spec:
+        spec_validation.require_specs()
     async with run_server(factory(state)) as base:
         yield ServerHandle(url=base + suffix, base_url=base, state=state)
+    assert_spec_conformant(state)
+
+
+def assert_spec_conformant(state: ServerState) -> None:
+    """Fail when the server received or sent a body its provider's spec does not allow."""
+    if state.spec_violations:
+        raise AssertionError(
+            "wire bodies violate the provider specification:\n  "
+            + "\n  ".join(state.spec_violations)
+        )
 
 
 def serve_openai(state: ServerState | None = None) -> AbstractAsyncContextManager[ServerHandle]:
@@ -90,6 +103,7 @@ __all__ = [
     "RecordedRequest",
     "ServerHandle",
     "ServerState",
+    "assert_spec_conformant",
     "default_hub_models",
     "embed_base64",
     "embed_text",

@@ -65,6 +65,8 @@ import orjson
 from aiohttp import web
 from multidict import CIMultiDict
 
+from . import spec_validation
+
 JSON = Any
 
 STREAM_ONLY_KINDS = frozenset({"truncate_stream", "malformed_line", "error_event"})
@@ -185,6 +187,11 @@ class ServerState:
     faults_applied: list[Fault] = field(default_factory=list)
     record_requests: bool = True
     total_requests: int = 0
+    # Spec validation (tests/servers/spec_validation.py): what the server received or sent
+    # that the provider's specification does not allow; ``serve()`` fails the test on exit
+    # when this is not empty. ``validate_spec=False`` only for benchmarks.
+    spec_violations: list[str] = field(default_factory=list)
+    validate_spec: bool = True
     _counter: int = 0
 
     # -- faults
@@ -241,7 +248,7 @@ class ServerState:
 class ProviderSpec:
     """Provider-specific behaviour the shared middleware needs."""
 
-    name: str
+    name: str  # also the spec_validation flavour unless the app sets SPEC_FLAVOUR_KEY
     error_body: Callable[[int, str | None], JSON]
     auth_error: Callable[[str | None], web.Response]
     is_stream: Callable[[str, JSON], bool]
@@ -251,6 +258,7 @@ class ProviderSpec:
 
 STATE_KEY: web.AppKey[ServerState] = web.AppKey("llmkit_test_state", ServerState)
 SPEC_KEY: web.AppKey[ProviderSpec] = web.AppKey("llmkit_test_spec", ProviderSpec)
+SPEC_FLAVOUR_KEY: web.AppKey[str] = web.AppKey("llmkit_test_spec_flavour", str)
 _INVALID = object()
 _RequestKey: Any = getattr(web, "RequestKey", None)
 JSON_KEY: Any = _RequestKey("llmkit_json", object) if _RequestKey else "llmkit_json"
@@ -517,6 +525,12 @@ def install_middleware(app: web.Application, state: ServerState, spec: ProviderS
                     body=raw,
                 )
             )
+        endpoint = _endpoint(request) if state.validate_spec else None
+        if endpoint is not None and body is not _INVALID and not spec_validation.exemption():
+            problem = spec_validation.schema_errors(endpoint.request, body)
+            if problem is not None:
+                state.spec_violations.append(f"request {request.method} {request.path}: {problem}")
+                return json_response(spec.error_body(400, f"request violates spec: {problem}"), 400)
         state.in_flight += 1
         if state.in_flight > state.max_in_flight:
             state.max_in_flight = state.in_flight
@@ -539,6 +553,8 @@ def install_middleware(app: web.Application, state: ServerState, spec: ProviderS
                     return spec.auth_error(provided)
             request[FAULT_KEY] = fault
             resp = await handler(request)
+            if endpoint is not None:
+                resp = _checked_response(request, state, spec, endpoint, resp)
             if fault is not None and not resp.prepared and fault.kind in BODY_KINDS:
                 if fault.kind == "huge":
                     return await _write_huge(request, spec, fault, body)
@@ -558,6 +574,33 @@ def install_middleware(app: web.Application, state: ServerState, spec: ProviderS
                 response.headers.setdefault(k, v)
 
         app.on_response_prepare.append(on_prepare)
+
+
+def _endpoint(request: web.Request) -> spec_validation.Endpoint | None:
+    flavour = request.app.get(SPEC_FLAVOUR_KEY) or request.app[SPEC_KEY].name
+    return spec_validation.endpoint_for(flavour, request.method, request.path)
+
+
+def _checked_response(
+    request: web.Request,
+    state: ServerState,
+    spec: ProviderSpec,
+    endpoint: spec_validation.Endpoint,
+    resp: web.StreamResponse,
+) -> web.StreamResponse:
+    """``resp`` if its JSON body is what the spec allows for this endpoint and status, else
+    a 500 naming the violation (which is also recorded in ``state.spec_violations``)."""
+    if resp.prepared or not isinstance(resp, web.Response) or resp.content_type != "application/json":
+        return resp
+    raw = resp.body
+    if not isinstance(raw, bytes) or not raw:
+        return resp
+    schema = endpoint.response if resp.status < 400 else endpoint.error
+    problem = spec_validation.schema_errors(schema, orjson.loads(raw))
+    if problem is None:
+        return resp
+    state.spec_violations.append(f"response {request.method} {request.path}: {problem}")
+    return json_response(spec.error_body(500, f"test server response violates spec: {problem}"), 500)
 
 
 @asynccontextmanager
@@ -624,10 +667,26 @@ class EventWriter:
         )
         self.malformed = malformed
         self.fault = get_fault(request)
+        self.endpoint = _endpoint(request) if self.state.validate_spec else None
         self.fired = False
         self.stopped = False
         self.count = 0
         self.response = web.StreamResponse(status=200)
+
+    async def _violates_spec(self, obj: JSON) -> bool:
+        """Record and report (as the provider's error event, ending the stream) an event
+        that the spec does not allow."""
+        if self.endpoint is None:
+            return False
+        problem = spec_validation.schema_errors(self.endpoint.event_schema(obj), obj)
+        if problem is None:
+            return False
+        self.state.spec_violations.append(
+            f"stream event {self.request.method} {self.request.path}: {problem}"
+        )
+        await self._write(self.frame(self.make_error(f"test server event violates spec: {problem}")))
+        self.stopped = True
+        return True
 
     def frame(self, obj: JSON) -> bytes:
         data = orjson.dumps(obj)
@@ -699,6 +758,8 @@ class EventWriter:
                 return False
         if self.count and self.state.chunk_delay:
             await asyncio.sleep(self.state.chunk_delay)
+        if await self._violates_spec(obj):
+            return False
         ok = await self._write(self.frame(obj))
         if ok:
             self.count += 1
@@ -711,9 +772,9 @@ class EventWriter:
         if self.fault is not None and not self.fired and not self.stopped:
             await self._fire()
         if not self.stopped:
-            if final is not None:
+            if final is not None and not await self._violates_spec(final):
                 await self._write(self.frame(final))
-            if self.terminator is not None:
+            if self.terminator is not None and not self.stopped:
                 await self._write(self.terminator)
         if not (self.fault is not None and self.fault.kind == "reset_mid_body"):
             try:

@@ -28,6 +28,7 @@ loading", "estimated_time": state.loading_estimated_time}``. The mid-stream erro
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import Any
 from urllib.parse import urlencode
@@ -38,6 +39,7 @@ from aiohttp import web
 from .base import (
     CREATED_TS,
     JSON,
+    SPEC_FLAVOUR_KEY,
     EventWriter,
     ProviderSpec,
     ServerState,
@@ -51,7 +53,7 @@ from .base import (
     split_pieces,
     tgi_error_body,
 )
-from .openai_server import ChatErrors, make_chat_handler
+from .openai_server import ChatErrors, make_chat_handler, structured_reply
 
 DEFAULT_HF_MODELS = [
     "meta-llama/Llama-3.1-8B-Instruct",
@@ -117,6 +119,48 @@ HF_CHAT_ERRORS = ChatErrors(
     stream_error=lambda msg: tgi_error_body(msg or GENERATION_ERROR, "generation"),
     sse_prefix=b"data:",
 )
+
+
+def tgi_chat_shape(obj: dict[str, Any]) -> dict[str, Any]:
+    """An OpenAI chat completion or chunk in the shape of TGI's messages API
+    (tgi-openapi.json ChatCompletion / ChatCompletionChunk): no ``object``/``service_tier``,
+    a message is text or tool calls, every delta carries ``role`` and ``content`` (or
+    complete ``tool_calls`` entries), usage has the three counts only."""
+    out = {k: v for k, v in obj.items() if k not in ("object", "service_tier")}
+    choices = []
+    for choice in obj.get("choices") or []:
+        choice = dict(choice)
+        if "message" in choice:
+            choice["message"] = _tgi_message(choice["message"], delta=False)
+        if "delta" in choice:
+            choice["delta"] = _tgi_message(choice["delta"], delta=True)
+        choices.append(choice)
+    out["choices"] = choices
+    usage = obj.get("usage")
+    if isinstance(usage, dict):
+        out["usage"] = {k: usage[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens")}
+    return out
+
+
+def _tgi_message(message: dict[str, Any], delta: bool) -> dict[str, Any]:
+    role = message.get("role") or "assistant"
+    calls = message.get("tool_calls")
+    if not calls:
+        return {"role": role, "content": message.get("content") or ""}
+    shaped = []
+    for call in calls:
+        fn = call.get("function") or {}
+        entry: dict[str, Any] = {"id": call.get("id") or "", "type": "function"}
+        if delta:
+            entry["index"] = call.get("index", 0)
+            entry["function"] = {"name": fn.get("name"), "arguments": fn.get("arguments") or ""}
+        else:
+            entry["function"] = {"name": fn.get("name") or "", "arguments": fn.get("arguments")}
+        shaped.append(entry)
+    return {"role": role, "tool_calls": shaped}
+
+
+TGI_CHAT_ERRORS = dataclasses.replace(HF_CHAT_ERRORS, reshape=tgi_chat_shape)
 
 
 def _hf_huge(path: str, body: JSON) -> tuple[bytes, bytes]:
@@ -282,8 +326,10 @@ def _new_app(state: ServerState) -> web.Application:
     return app
 
 
-def _add_tgi_routes(app: web.Application, state: ServerState) -> None:
-    chat_handler = make_chat_handler(state, HF_CHAT_ERRORS)
+def _add_tgi_routes(
+    app: web.Application, state: ServerState, chat_errors: ChatErrors = HF_CHAT_ERRORS
+) -> None:
+    chat_handler = make_chat_handler(state, chat_errors)
 
     async def chat(request: web.Request) -> web.StreamResponse:
         body = get_json(request)
@@ -369,6 +415,9 @@ def _add_tgi_routes(app: web.Application, state: ServerState) -> None:
         if state.loading:
             return loading_response(state, (state.models or ["tgi"])[0])
         text = state.reply if state.reply is not None else "Echo: " + inputs
+        grammar = params.get("grammar")
+        if isinstance(grammar, dict) and grammar.get("type") == "json":
+            text = structured_reply(grammar) or text  # same {"type": "json", "value"} shape
         pieces = split_pieces(text)
         finish = "eos_token"
         if isinstance(max_new, int) and len(pieces) > max_new:
@@ -438,7 +487,6 @@ def _add_tgi_routes(app: web.Application, state: ServerState) -> None:
             return {
                 "index": i + 1,
                 "token": token,
-                "top_tokens": None,
                 "generated_text": plan["generated"] if final else None,
                 "details": {
                     "finish_reason": plan["finish"],
@@ -490,9 +538,9 @@ def _add_router_routes(app: web.Application, state: ServerState) -> None:
             return loading_response(state, model)
         inputs = body.get("inputs")
         if isinstance(inputs, str):
-            texts, single = [inputs], True
+            texts = [inputs]
         elif isinstance(inputs, list) and inputs and all(isinstance(x, str) for x in inputs):
-            texts, single = list(inputs), False
+            texts = list(inputs)
         else:
             return tgi_error(
                 422,
@@ -506,8 +554,8 @@ def _add_router_routes(app: web.Application, state: ServerState) -> None:
                         413,
                         f"Input validation error: `inputs` must have less than {state.context_length} tokens. Given: {n}",
                     )
-        vectors = [embed_text(t, state.embedding_dim) for t in texts]
-        return json_response(vectors[0] if single else vectors)
+        # An array of arrays for a string too (inference-providers-tasks-feature-extraction.md)
+        return json_response([embed_text(t, state.embedding_dim) for t in texts])
 
     app.router.add_post(
         "/hf-inference/models/{model:.+}/pipeline/feature-extraction", feature_extraction
@@ -599,5 +647,6 @@ def make_tgi_app(state: ServerState | None = None) -> web.Application:
     """TGI-only variant (no router feature-extraction, no Hub)."""
     state = _prepare_state(state)
     app = _new_app(state)
-    _add_tgi_routes(app, state)
+    app[SPEC_FLAVOUR_KEY] = "tgi"  # its /v1/chat/completions is TGI's, not the router's
+    _add_tgi_routes(app, state, TGI_CHAT_ERRORS)
     return app

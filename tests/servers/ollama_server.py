@@ -272,7 +272,7 @@ def make_ollama_app(state: ServerState | None = None) -> web.Application:
                 _, args = tool_arguments_for(state, params)
                 tool_calls = [
                     {
-                        "id": f"call_{state.next_id():08d}",
+                        "type": "function",
                         "function": {"index": 0, "name": name, "arguments": args},
                     }
                 ]

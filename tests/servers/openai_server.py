@@ -155,6 +155,8 @@ class ChatErrors:
     context_length: Callable[[int, int], web.Response]
     stream_error: Callable[[str | None], JSON]
     sse_prefix: bytes = b"data: "
+    # Rewrites each OpenAI-shaped body / chunk into the endpoint's own shape (TGI's).
+    reshape: Callable[[dict[str, Any]], dict[str, Any]] | None = None
 
 
 OPENAI_CHAT_ERRORS = ChatErrors(
@@ -259,6 +261,9 @@ def structured_reply(response_format: JSON) -> str | None:
         return orjson.dumps(schema_instance(schema)).decode()
     if kind == "json_object":
         return '{"result": "text"}'
+    if kind == "json":  # TGI's messages API: {"type": "json", "value": <schema>}
+        value = response_format.get("value")
+        return orjson.dumps(schema_instance(value if isinstance(value, dict) else {})).decode()
     return None
 
 
@@ -438,13 +443,16 @@ async def stream_chat(
             for piece in split_pieces(plan.text or ""):
                 events.append(chunk([delta({"content": piece}, i)]))
         events.append(chunk([delta({}, i, plan.finish_reason)]))
-    for event in events:
-        if not await writer.send(event):
-            return await writer.finish()
     final = None
     if include_usage:
         final = chunk([])
         final["usage"] = _usage(plan)
+    if errors.reshape is not None:
+        events = [errors.reshape(event) for event in events]
+        final = errors.reshape(final) if final is not None else None
+    for event in events:
+        if not await writer.send(event):
+            return await writer.finish()
     return await writer.finish(final)
 
 
@@ -456,7 +464,8 @@ def make_chat_handler(state: ServerState, errors: ChatErrors) -> Callable[[web.R
             return plan
         if body.get("stream") is True:
             return await stream_chat(request, plan, body, errors)
-        return json_response(chat_completion_body(plan, f"chatcmpl-{state.next_id():08d}"))
+        out = chat_completion_body(plan, f"chatcmpl-{state.next_id():08d}")
+        return json_response(errors.reshape(out) if errors.reshape is not None else out)
 
     return handler
 
