@@ -29,12 +29,12 @@ class ReverseLLM(BaseLLM):
     provider_name = "reverse"
 
     async def generate(self, messages: Any, **options: Any) -> str:
-        opts = self._options(options)  # config defaults + per-call overrides, validated
+        opts, _ = self._options(options)  # config values + per-call options, checked
         last = normalize_messages(messages)[-1].text()
         reply = last[::-1]
         if self.config.extra.get("shout"):
             reply = reply.upper()
-        return " ".join(reply.split()[: opts["max_tokens"]])  # "tokens" = words here
+        return " ".join(reply.split()[: opts.get("max_tokens")])  # "tokens" = words here
 
 
 async def main() -> None:

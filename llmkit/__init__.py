@@ -33,9 +33,11 @@ if TYPE_CHECKING:
         RateLimitError,
         ServerError,
         StreamError,
+        StreamTimeoutError,
     )
     from llmkit.fallback import FallbackLLM
     from llmkit.metrics import Metrics
+    from llmkit.options import CallOptions
     from llmkit.otel import instrument
     from llmkit.providers.huggingface import HuggingFaceLLM
     from llmkit.providers.mock import MockLLM
@@ -85,7 +87,9 @@ _LAZY = {
     "RateLimitError": "llmkit.errors",
     "ServerError": "llmkit.errors",
     "StreamError": "llmkit.errors",
+    "StreamTimeoutError": "llmkit.errors",
     "Metrics": "llmkit.metrics",
+    "CallOptions": "llmkit.options",
     "FallbackLLM": "llmkit.fallback",
     "instrument": "llmkit.otel",
     "LLMFactory": "llmkit.registry",
@@ -129,6 +133,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AuthenticationError",
     "BaseLLM",
+    "CallOptions",
     "Capabilities",
     "ChatResponse",
     "Choice",
@@ -159,6 +164,7 @@ __all__ = [
     "ServerError",
     "StreamChunk",
     "StreamError",
+    "StreamTimeoutError",
     "ToolCall",
     "ToolCallDelta",
     "Usage",

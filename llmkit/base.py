@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
-from collections.abc import AsyncGenerator, Iterable, Sequence
+import asyncio
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ValidationError
-
 from llmkit.batch import fan_out, fan_out_iter
 from llmkit.config import LLMConfig, provider_defaults
-from llmkit.errors import InvalidRequestError, NotSupportedError
+from llmkit.errors import InvalidRequestError, LLMTimeoutError, NotSupportedError
 from llmkit.hooks import Callback, Hooks
 from llmkit.layers import current_call, install
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import Metrics, MetricsRecorder
+from llmkit.options import CallOptions, ClientOptions, Unpack, resolve_options
 from llmkit.retry import RetryPolicy
+from llmkit.structured import parse_structured, response_format_payload
 from llmkit.types import (
     Capabilities,
     ChatResponse,
@@ -29,10 +29,7 @@ from llmkit.types import (
 if TYPE_CHECKING:
     from llmkit.cache import ReplyCache
 
-__all__ = ["BaseLLM", "PromptCache"]
-
-# Generation options every provider understands (mapped to its own wire names).
-COMMON_OPTIONS = ("max_tokens", "temperature", "top_p", "stop", "seed")
+__all__ = ["BaseLLM", "PromptCache", "parse_structured", "response_format_payload"]
 
 
 class PromptCache:
@@ -52,6 +49,10 @@ class BaseLLM:
     works: the other methods fall back on it or raise :class:`NotSupportedError`."""
 
     provider_name: ClassVar[str] = "custom"
+    provider_options: ClassVar[frozenset[str]] = frozenset()
+    """Provider-specific option names passed through as given (see ``_options``)."""
+    unsupported_options: ClassVar[Mapping[str, str]] = {}
+    """Portable option names this provider cannot honour, and why."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -128,34 +129,23 @@ class BaseLLM:
 
     # ------------------------------------------------------------------ options
 
-    def _options(self, opts: dict[str, Any]) -> dict[str, Any]:
-        """Config defaults overlaid with per-call options (``None`` values dropped)."""
-        cfg = self.config
-        merged: dict[str, Any] = {
-            "max_tokens": cfg.max_tokens,
-            "temperature": cfg.temperature,
-            "top_p": cfg.top_p,
-        }
-        for k, v in opts.items():
-            if v is not None:
-                merged[k] = v
-        if "max_tokens" in merged and (
-            not isinstance(merged["max_tokens"], int) or merged["max_tokens"] <= 0
-        ):
-            raise InvalidRequestError(f"max_tokens must be a positive int, not {merged['max_tokens']!r}")
-        t = merged.get("temperature")
-        if t is not None and not (0.0 <= float(t) <= 2.0):
-            raise InvalidRequestError(f"temperature must be within 0.0-2.0, not {t!r}")
-        p = merged.get("top_p")
-        if p is not None and not (0.0 <= float(p) <= 1.0):
-            raise InvalidRequestError(f"top_p must be within 0.0-1.0, not {p!r}")
-        if isinstance(merged.get("stop"), str):
-            merged["stop"] = [merged["stop"]]
-        return merged
+    def _options(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], ClientOptions]:
+        """The options to send (config sampling fields overlaid with the per-call ones,
+        checked) and the client options of this call; see :func:`resolve_options`."""
+        return resolve_options(
+            self.config,
+            options,
+            provider=self.provider,
+            provider_options=self.provider_options,
+            unsupported=self.unsupported_options,
+        )
 
     def _record_usage(self, usage: Usage | None) -> None:
         if usage is not None:
-            self._metrics.add_usage(usage.prompt_tokens, usage.completion_tokens)
+            self._metrics.add_usage(
+                usage.prompt_tokens, usage.completion_tokens,
+                usage.cached_tokens, usage.reasoning_tokens,
+            )
             call = current_call()
             if call is not None:
                 call.add_usage(usage)
@@ -180,7 +170,7 @@ class BaseLLM:
 
     # ------------------------------------------------------------------ generation
 
-    async def generate(self, messages: MessagesInput, **options: Any) -> str:
+    async def generate(self, messages: MessagesInput, **options: Unpack[CallOptions]) -> str:
         """The reply text."""
         response = await self.chat(messages, **options)
         return response.content
@@ -192,7 +182,7 @@ class BaseLLM:
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
         response_format: Any = None,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> ChatResponse:
         """The full reply. The base version wraps ``generate`` (no tools)."""
         if tools:
@@ -205,7 +195,9 @@ class BaseLLM:
             response.parsed = parse_structured(text, response_format, self.provider)
         return response
 
-    async def generate_stream(self, messages: MessagesInput, **options: Any) -> AsyncGenerator[str, None]:
+    async def generate_stream(
+        self, messages: MessagesInput, **options: Unpack[CallOptions]
+    ) -> AsyncGenerator[str, None]:
         """Reply text deltas as they arrive."""
         if type(self).chat_stream is not BaseLLM.chat_stream:
             async for chunk in self.chat_stream(messages, **options):
@@ -216,7 +208,9 @@ class BaseLLM:
         if text:
             yield text
 
-    async def chat_stream(self, messages: MessagesInput, **options: Any) -> AsyncGenerator[StreamChunk, None]:
+    async def chat_stream(
+        self, messages: MessagesInput, **options: Unpack[CallOptions]
+    ) -> AsyncGenerator[StreamChunk, None]:
         """Stream chunks: text deltas, tool-call deltas, finish reason and final usage."""
         async for delta in self.generate_stream(messages, **options):
             yield StreamChunk(delta=delta)
@@ -253,7 +247,7 @@ class BaseLLM:
         concurrency: int | None = None,
         return_exceptions: bool = False,
         progress: bool | Any = False,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> list[Any]:
         """One reply per prompt, in input order, at most ``concurrency`` at once."""
 
@@ -276,7 +270,7 @@ class BaseLLM:
         concurrency: int | None = None,
         return_exceptions: bool = False,
         progress: bool | Any = False,
-        **options: Any,
+        **options: Unpack[CallOptions],
     ) -> AsyncGenerator[tuple[int, Any], None]:
         """``(index, reply)`` pairs as replies complete (see ``batch_generate``)."""
 
@@ -301,7 +295,7 @@ class BaseLLM:
         )
 
     async def generate_with_cache(
-        self, messages: MessagesInput, cache: PromptCache, **options: Any
+        self, messages: MessagesInput, cache: PromptCache, **options: Unpack[CallOptions]
     ) -> str:
         raise NotSupportedError(
             f"{type(self).__name__} has no prompt cache", provider=self.provider
@@ -310,8 +304,17 @@ class BaseLLM:
     # ------------------------------------------------------------------ health, info
 
     async def health_check(self) -> None:
-        """Raises an :class:`LLMError` when the provider is not usable."""
-        await self.generate("ping", max_tokens=1)
+        """Raises an :class:`LLMError` when the provider is not usable: one short request
+        (no retries, a timeout of at most 10 seconds)."""
+        timeout = min(self.config.timeout, 10.0)
+        try:
+            await asyncio.wait_for(
+                self.generate("ping", max_tokens=1, max_retries=0, timeout=timeout), timeout
+            )
+        except asyncio.TimeoutError:
+            raise LLMTimeoutError(
+                f"health check timed out after {timeout:g}s", provider=self.provider
+            ) from None
 
     def get_model_info(self) -> ModelInfo:
         cls = type(self)
@@ -371,53 +374,3 @@ def _check_texts(texts: Sequence[str]) -> list[str]:
         if not isinstance(t, str):
             raise InvalidRequestError(f"text {i} is {type(t).__name__}, not str")
     return out
-
-
-def response_format_payload(response_format: Any) -> tuple[dict[str, Any] | None, Any]:
-    """OpenAI ``response_format`` body for a pydantic class, a JSON schema dict or an
-    OpenAI-style dict; returns (payload, model class or None)."""
-    if response_format is None:
-        return None, None
-    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
-        schema = response_format.model_json_schema()
-        return (
-            {
-                "type": "json_schema",
-                "json_schema": {"name": response_format.__name__, "schema": schema, "strict": False},
-            },
-            response_format,
-        )
-    if isinstance(response_format, dict):
-        if response_format.get("type") in ("json_schema", "json_object", "text"):
-            return dict(response_format), None
-        # a bare JSON schema
-        return {"type": "json_schema", "json_schema": {"name": "response", "schema": response_format}}, None
-    if response_format == "json":
-        return {"type": "json_object"}, None
-    raise InvalidRequestError(f"unsupported response_format: {response_format!r}")
-
-
-def parse_structured(text: str, response_format: Any, provider: str | None) -> Any:
-    """The reply validated into a pydantic model class (or decoded JSON otherwise)."""
-    if isinstance(response_format, type) and issubclass(response_format, BaseModel):
-        try:
-            return response_format.model_validate_json(_strip_fences(text))
-        except ValidationError as exc:
-            raise InvalidRequestError(
-                f"reply does not match {response_format.__name__}: {exc.errors()[:3]}",
-                provider=provider,
-            ) from None
-    try:
-        return json.loads(_strip_fences(text))
-    except ValueError:
-        return None
-
-
-def _strip_fences(text: str) -> str:
-    t = text.strip()
-    if t.startswith("```"):
-        t = t.split("\n", 1)[1] if "\n" in t else ""
-        if t.rstrip().endswith("```"):
-            t = t.rstrip()[:-3]
-    return t
-

@@ -57,9 +57,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "openai": {
         "model": "gpt-4o-mini",
         "base_url": "https://api.openai.com/v1",
-        "max_tokens": 1024,
-        "temperature": 0.7,
-        "top_p": 1.0,
         "timeout": 60.0,
         "max_retries": 2,
         "max_concurrency": 64,
@@ -67,9 +64,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "ollama": {
         "model": "llama3.2",
         "base_url": "http://localhost:11434",
-        "max_tokens": 1024,
-        "temperature": 0.7,
-        "top_p": 0.9,
         "timeout": 120.0,
         "max_retries": 2,
         "max_concurrency": 16,
@@ -77,9 +71,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "huggingface": {
         "model": "meta-llama/Llama-3.1-8B-Instruct",
         "base_url": "https://router.huggingface.co",
-        "max_tokens": 512,
-        "temperature": 0.7,
-        "top_p": 0.95,
         "timeout": 120.0,
         "max_retries": 2,
         "max_concurrency": 32,
@@ -87,9 +78,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     "mock": {
         "model": "mock",
         "base_url": None,
-        "max_tokens": 256,
-        "temperature": 0.0,
-        "top_p": 1.0,
         "timeout": 30.0,
         "max_retries": 0,
         "max_concurrency": 64,
@@ -97,9 +85,6 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 _GENERIC_DEFAULTS: dict[str, Any] = {
-    "max_tokens": 1024,
-    "temperature": 0.7,
-    "top_p": 1.0,
     "timeout": 60.0,
     "max_retries": 2,
     "max_concurrency": 64,
@@ -107,7 +92,8 @@ _GENERIC_DEFAULTS: dict[str, Any] = {
 
 
 def provider_defaults(name: str) -> dict[str, Any]:
-    """The default settings of a provider (a fresh copy; unknown names get generic ones)."""
+    """The default settings of a provider (a fresh copy; unknown names get generic ones).
+    There are no sampling defaults: what is not set is not sent."""
     return copy.deepcopy(_DEFAULTS.get(name.lower(), _GENERIC_DEFAULTS))
 
 
@@ -196,9 +182,10 @@ class LLMConfig(BaseModel):
     model: str = ""
     api_key: SecretStr | None = None
     base_url: str | None = None
-    max_tokens: int = Field(default=1024, gt=0)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
-    top_p: float = Field(default=1.0, ge=0.0, le=1.0)
+    # Sampling: None = not sent (the server's or model's own default applies).
+    max_tokens: int | None = Field(default=None, gt=0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, ge=0.0, le=1.0)
     timeout: float = Field(default=60.0, gt=0.0)
     max_retries: int = Field(default=2, ge=0)
     max_concurrency: int = Field(default=64, gt=0)

@@ -25,6 +25,7 @@ __all__ = [
     "RateLimitError",
     "ServerError",
     "StreamError",
+    "StreamTimeoutError",
     "error_from_response",
     "redact",
 ]
@@ -173,6 +174,14 @@ class StreamError(LLMError):
     type = "stream_error"
 
 
+class StreamTimeoutError(StreamError, LLMTimeoutError):
+    """A read timed out after part of a stream was delivered: a :class:`StreamError`
+    (the output is incomplete, not retried) that is also an :class:`LLMTimeoutError`."""
+
+    type = "stream_error"
+    retryable = False
+
+
 class ConfigError(LLMError):
     type = "configuration"
 
@@ -187,11 +196,22 @@ class NotSupportedError(LLMError):
 
 # --------------------------------------------------------------------------- mapping
 
+# Context overflow as each server words it: OpenAI / vLLM ("maximum context length"),
+# llama.cpp ("exceeds the available context size", "larger than the max context size"),
+# TGI ("`inputs` must have less than N tokens", "`inputs` tokens + `max_new_tokens` must
+# be <= N"), Ollama ("exceeds the context length", "exceeded max context length"), and
+# the common phrasings of hosted APIs.
 _CONTEXT_PATTERNS = re.compile(
     r"context[ _]length|maximum context|context window|too many tokens|"
-    r"prompt is too long|input is too long|must be <= \d+|exceeds the (?:model'?s? )?(?:max|context)",
+    r"prompt is too long|input is too long|exceeds the available context size|"
+    r"larger than the max context size|exceeds? (?:the )?(?:model'?s? )?(?:max(?:imum)? )?context|"
+    r"`inputs` must have less than|`inputs` tokens \+ `max_new_tokens` must be <=|"
+    r"exceeded max context length",
     re.IGNORECASE,
 )
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+# TGI's own limit on new tokens is a bad request, not a context overflow.
+_NOT_CONTEXT = re.compile(r"^\s*`max_new_tokens` must be <=", re.IGNORECASE)
 _QUOTA_CODES = {"insufficient_quota", "quota_exceeded", "billing_hard_limit_reached"}
 
 
@@ -262,38 +282,58 @@ def error_from_payload(
     lowered_code = (code or etype or "").lower()
     if lowered_code in _QUOTA_CODES:
         return RateLimitError(message, retryable=False, **kw)
-    if lowered_code == "context_length_exceeded" or (
-        status in (400, 413, 422, None) and _CONTEXT_PATTERNS.search(message)
+    if (
+        lowered_code in _CONTEXT_CODES
+        or (etype or "").lower() in _CONTEXT_CODES
+        or (
+            status in (400, 413, 422, None)
+            and _CONTEXT_PATTERNS.search(message)
+            and not _NOT_CONTEXT.search(message)
+        )
     ):
         return ContextLengthError(message, **kw)
     if lowered_code in ("model_not_found",) and status in (None, 400, 404):
         return ModelNotFoundError(message, **kw)
     if status is None:
         return StreamError(message, **kw)
+    return _error_for_status(status, message, payload, model, kw)
+
+
+def _error_for_status(
+    status: int, message: str, payload: Any, model: str | None, kw: dict[str, Any]
+) -> LLMError:
+    """The class of API.md's table for an HTTP status (every status has one)."""
     if status == 401:
         return AuthenticationError(message, **kw)
-    if status == 403:
+    if status in (403, 451):
         return PermissionDeniedError(message, **kw)
-    if status == 404:
-        if payload is None:
-            # Not an API error body (a proxy's or web server's page): the URL is wrong.
-            return InvalidRequestError(
-                f"{message} (endpoint not found: check base_url)", **kw
-            )
+    if status in (404, 410):
+        if payload is None or not _MODEL_WORD.search(message):
+            # Not about a model ("Invalid URL (POST /v1/chat/completion)", a proxy's or
+            # web server's page): the endpoint is wrong.
+            return InvalidRequestError(f"{message} (endpoint not found: check base_url)", **kw)
         if model and model not in message:
             message = f"{message} (model {model!r})"
         return ModelNotFoundError(message, **kw)
-    if status in (408,):
+    if status == 408:
         return LLMTimeoutError(message, **kw)
-    if status == 409:
-        return LLMError(message, retryable=True, **kw)
+    if status == 402:  # payment required: credits or quota exhausted
+        return RateLimitError(message, retryable=False, **kw)
     if status == 429:
         return RateLimitError(message, **kw)
+    if status in (409, 423, 425):  # conflict, locked, too early: try again
+        return ServerError(message, retryable=True, **kw)
+    if status == 424:  # TGI: the request failed during generation
+        return ServerError(message, retryable=False, **kw)
+    if 400 <= status < 500:
+        return InvalidRequestError(message, **kw)
     if status >= 500:
         return ServerError(message, **kw)
-    if status in (400, 413, 415, 422):
-        return InvalidRequestError(message, **kw)
-    return LLMError(message, **kw)
+    # 1xx-3xx reaching here: a reply that is not what the API answers
+    return ServerError(f"unexpected response: {message}", retryable=False, **kw)
+
+
+_MODEL_WORD = re.compile(r"\b(?:model|repo(?:sitory)?)", re.IGNORECASE)
 
 
 def error_from_response(

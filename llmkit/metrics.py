@@ -47,6 +47,7 @@ class MetricsRecorder:
 
     __slots__ = (
         "_cache_hits",
+        "_cached",
         "_completion",
         "_failures",
         "_in_flight",
@@ -54,6 +55,7 @@ class MetricsRecorder:
         "_lock",
         "_max_in_flight",
         "_prompt",
+        "_reasoning",
         "_requests",
         "_retries",
         "_successes",
@@ -70,6 +72,8 @@ class MetricsRecorder:
         self._latencies: deque[float] = deque(maxlen=window)
         self._prompt = 0
         self._completion = 0
+        self._cached = 0
+        self._reasoning = 0
         self._cache_hits = 0
 
     def start(self) -> None:
@@ -96,14 +100,22 @@ class MetricsRecorder:
         with self._lock:
             self._cache_hits += 1
 
-    def add_usage(self, prompt: int, completion: int) -> None:
+    def add_usage(self, prompt: int, completion: int, cached: int = 0, reasoning: int = 0) -> None:
         with self._lock:
             self._prompt += prompt
             self._completion += completion
+            self._cached += cached
+            self._reasoning += reasoning
 
     def usage(self) -> Usage:
         with self._lock:
-            return Usage.of(self._prompt, self._completion)
+            return Usage(
+                prompt_tokens=self._prompt,
+                completion_tokens=self._completion,
+                total_tokens=self._prompt + self._completion,
+                cached_tokens=self._cached,
+                reasoning_tokens=self._reasoning,
+            )
 
     def snapshot(self) -> Metrics:
         with self._lock:

@@ -65,6 +65,10 @@ def to_openai_tool(tool: ToolSpec) -> dict[str, Any]:
     if isinstance(tool, Mapping):
         if tool.get("type") == "function" and "function" in tool:
             return dict(tool)
+        if tool.get("type") == "custom" and isinstance(tool.get("custom"), Mapping):
+            if not isinstance(tool["custom"].get("name"), str):
+                raise InvalidRequestError("a custom tool needs custom.name")
+            return dict(tool)
         if "name" in tool and ("parameters" in tool or "description" in tool):
             return {"type": "function", "function": dict(tool)}
         raise InvalidRequestError(
@@ -83,14 +87,61 @@ def to_openai_tools(tools: Sequence[ToolSpec] | None) -> list[dict[str, Any]] | 
     return [to_openai_tool(t) for t in tools]
 
 
-def normalize_tool_choice(choice: Any) -> Any:
-    """``"auto"``/``"none"``/``"required"`` pass; a name becomes OpenAI's object form."""
-    if choice is None or isinstance(choice, Mapping):
-        return choice
+def _tool_name(tool: Mapping[str, Any]) -> tuple[str, str]:
+    kind = str(tool.get("type") or "function")
+    spec = tool.get(kind)
+    name = spec.get("name") if isinstance(spec, Mapping) else None
+    return kind, str(name) if name is not None else ""
+
+
+def _named(kind: str, name: Any, tools: Sequence[Mapping[str, Any]] | None) -> dict[str, Any]:
+    if not isinstance(name, str) or not name:
+        raise InvalidRequestError(f"tool_choice of type {kind!r} needs {kind}.name")
+    if tools is not None:
+        names = {n: k for k, n in map(_tool_name, tools)}
+        if name not in names:
+            raise InvalidRequestError(
+                f"tool_choice names {name!r}, which is not among the tools ({', '.join(names)})"
+            )
+        kind = names[name]
+    return {"type": kind, kind: {"name": name}}
+
+
+def normalize_tool_choice(choice: Any, tools: Sequence[Mapping[str, Any]] | None = None) -> Any:
+    """OpenAI's ``tool_choice`` for ``choice``, checked: ``"auto"``, ``"none"``,
+    ``"required"``; the name of one of ``tools`` (a string, a pydantic class or a
+    function), which becomes the named form; or an object form (``function``, ``custom``,
+    ``allowed_tools``). Anything else is an :class:`InvalidRequestError`. ``tools`` are
+    the wire tool definitions (None: names are not checked against them)."""
+    if choice is None:
+        return None
     if isinstance(choice, str):
         if choice in ("auto", "none", "required"):
             return choice
-        return {"type": "function", "function": {"name": choice}}
+        if tools is not None and choice in {n for _, n in map(_tool_name, tools)}:
+            return _named("function", choice, tools)
+        raise InvalidRequestError(
+            f"invalid tool_choice {choice!r}: use 'auto', 'none', 'required' or the name of "
+            "one of the tools"
+        )
+    if isinstance(choice, Mapping):
+        kind = choice.get("type", "function")
+        if kind == "allowed_tools":
+            allowed = choice.get("allowed_tools")
+            if (
+                not isinstance(allowed, Mapping)
+                or allowed.get("mode") not in ("auto", "required")
+                or not isinstance(allowed.get("tools"), list)
+            ):
+                raise InvalidRequestError(
+                    "tool_choice allowed_tools needs {'mode': 'auto'|'required', 'tools': [...]}"
+                )
+            return dict(choice)
+        if kind in ("function", "custom"):
+            spec = choice.get(kind)
+            name = spec.get("name") if isinstance(spec, Mapping) else choice.get("name")
+            return _named(kind, name, tools)
+        raise InvalidRequestError(f"invalid tool_choice type {kind!r}")
     if isinstance(choice, type) or callable(choice):
-        return {"type": "function", "function": {"name": choice.__name__}}
+        return _named("function", getattr(choice, "__name__", None), tools)
     raise InvalidRequestError(f"invalid tool_choice: {choice!r}")

@@ -4,6 +4,7 @@ backoff, typed errors, bounded reads and incremental SSE / NDJSON streaming."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 import time
@@ -20,12 +21,14 @@ from llmkit.errors import (
     LLMTimeoutError,
     ServerError,
     StreamError,
+    StreamTimeoutError,
     error_from_response,
     redact,
 )
 from llmkit.hooks import Hooks
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
+from llmkit.options import NO_CLIENT_OPTIONS, ClientOptions
 from llmkit.retry import RetryPolicy
 from llmkit.session import SessionManager, SessionOptions
 from llmkit.streaming import NDJSONParser, SSEParser
@@ -65,7 +68,7 @@ def map_client_error(exc: BaseException, provider: str, url: str, *, stream: boo
     if isinstance(exc, (aiohttp.ClientOSError, OSError)):
         return LLMConnectionError(f"connection error with {where}: {exc}", provider=provider)
     if isinstance(exc, aiohttp.TooManyRedirects):
-        return LLMError(f"too many redirects: {where}", provider=provider)
+        return LLMConnectionError(f"too many redirects: {where}", provider=provider, retryable=False)
     return LLMConnectionError(f"HTTP client error with {where}: {exc!r}", provider=provider)
 
 
@@ -125,12 +128,25 @@ class HTTPTransport:
         timeout: float | None = None,
         parse: Literal["json", "text", "bytes"] = "json",
         retry: bool = True,
+        client: ClientOptions = NO_CLIENT_OPTIONS,
+        upload: Callable[[], Any] | None = None,
     ) -> Any:
-        """One request with retries; returns the decoded JSON body (or text/bytes)."""
+        """One request with retries; returns the decoded JSON body (or text/bytes).
+        ``client`` (a call's client options) overrides the timeout and retry count and adds
+        headers and query parameters. ``upload`` sends a raw body instead of JSON: called
+        once per attempt, it returns what aiohttp sends (bytes or an async iterator of
+        bytes)."""
         url = self.url(path)
         data = orjson.dumps(json) if json is not None else None
         headers = self._post_headers if data is not None else self.headers
+        if upload is not None:
+            headers = {**self.headers, "Content-Type": "application/octet-stream"}
+        if client.timeout is not None:
+            timeout = client.timeout
         tmo = self._timeout if timeout is None else aiohttp.ClientTimeout(total=timeout)
+        if client is not NO_CLIENT_OPTIONS:
+            headers, params = _with_client_options(headers, params, client)
+        policy = self._policy(client)
         metrics = self.metrics
         limiter = self.limiter
         attempt = 0
@@ -145,14 +161,15 @@ class HTTPTransport:
                 try:
                     async with limiter:
                         result = await self._once(
-                            method, url, data, headers, params, tmo, model, parse
+                            method, url, data if upload is None else upload(), headers,
+                            params, tmo, model, parse,
                         )
                 except LLMError as exc:
-                    if not retry or not self.retry.should_retry(exc, attempt):
+                    if not retry or not policy.should_retry(exc, attempt):
                         raise
                     if waits is None:
-                        waits = self.retry.waits()
-                    delay = self.retry.delay_for(exc, next(waits))
+                        waits = policy.waits()
+                    delay = policy.delay_for(exc, next(waits))
                     if hooks is not None:
                         await hooks.attempt("retry", self.provider, model, attempt, error=exc, delay=delay)
                     attempt += 1
@@ -180,11 +197,16 @@ class HTTPTransport:
             metrics.finish(0.0, "internal")
             raise
 
+    def _policy(self, client: ClientOptions) -> RetryPolicy:
+        if client.max_retries is None:
+            return self.retry
+        return dataclasses.replace(self.retry, max_retries=client.max_retries)
+
     async def _once(
         self,
         method: str,
         url: str,
-        data: bytes | None,
+        data: Any,
         headers: Mapping[str, str],
         params: Mapping[str, Any] | None,
         timeout: aiohttp.ClientTimeout,
@@ -265,6 +287,7 @@ class HTTPTransport:
         model: str | None = None,
         end_marker: str = "the end-of-stream marker",
         parse: Callable[[Any], Any] | None = None,
+        client: ClientOptions = NO_CLIENT_OPTIONS,
     ) -> AsyncGenerator[Any, None]:
         """Stream events (:class:`~llmkit.streaming.SSEEvent` or decoded NDJSON objects).
 
@@ -276,11 +299,22 @@ class HTTPTransport:
         result is what is yielded, and an :class:`LLMError` it raises (a malformed event, an
         error event) fails the stream like a transport error does: counted in the metrics
         by type, retried only before any output, connection closed.
+
+        ``client.timeout`` replaces the connect and per-read timeout of this stream.
         """
         url = self.url(path)
         data = orjson.dumps(json) if json is not None else None
         headers = dict(self._post_headers if data is not None else self.headers)
         headers["Accept"] = "text/event-stream" if kind == "sse" else "application/x-ndjson"
+        params: Mapping[str, Any] | None = None
+        timeout = self._stream_timeout
+        if client is not NO_CLIENT_OPTIONS:
+            headers, params = _with_client_options(headers, None, client)
+            if client.timeout is not None:
+                timeout = aiohttp.ClientTimeout(
+                    total=None, sock_connect=client.timeout, sock_read=client.timeout
+                )
+        policy = self._policy(client)
         metrics = self.metrics
         attempt = 0
         waits = None
@@ -297,7 +331,7 @@ class HTTPTransport:
                 sem = await self.limiter.acquire()
                 resp: aiohttp.ClientResponse | None = None
                 try:
-                    resp = await self._open(method, url, data, headers, model)
+                    resp = await self._open(method, url, data, headers, model, params, timeout)
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
                     finished = False
                     async for chunk in resp.content.iter_any():
@@ -343,7 +377,9 @@ class HTTPTransport:
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
                     err = map_client_error(exc, self.provider, url, stream=yielded)
                     if yielded and not isinstance(err, StreamError):
-                        err = StreamError(
+                        # a read timeout stays a timeout too (StreamTimeoutError)
+                        cls = StreamTimeoutError if isinstance(err, LLMTimeoutError) else StreamError
+                        err = cls(
                             f"stream interrupted after partial output: {err.message}",
                             provider=self.provider,
                         )
@@ -354,15 +390,15 @@ class HTTPTransport:
                         else:
                             resp.close()
                     sem.release()
-                if yielded or not self.retry.should_retry(err, attempt):
+                if yielded or not policy.should_retry(err, attempt):
                     error_type = err.type
                     if hooks is not None:
                         duration = time.perf_counter() - started
                         await hooks.outcome(self.provider, model, attempt, duration, error=err)
                     raise err
                 if waits is None:
-                    waits = self.retry.waits()
-                delay = self.retry.delay_for(err, next(waits))
+                    waits = policy.waits()
+                delay = policy.delay_for(err, next(waits))
                 if hooks is not None:
                     await hooks.attempt("retry", self.provider, model, attempt, error=err, delay=delay)
                 attempt += 1
@@ -381,11 +417,14 @@ class HTTPTransport:
         data: bytes | None,
         headers: Mapping[str, str],
         model: str | None,
+        params: Mapping[str, Any] | None = None,
+        timeout: aiohttp.ClientTimeout | None = None,
     ) -> aiohttp.ClientResponse:
         session = self.sessions.session_for_running_loop()
         try:
             resp = await session.request(
-                method, url, data=data, headers=headers, timeout=self._stream_timeout
+                method, url, data=data, headers=headers, params=params,
+                timeout=timeout or self._stream_timeout,
             )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             raise map_client_error(exc, self.provider, url, stream=False) from None
@@ -406,3 +445,16 @@ class HTTPTransport:
                 content_type=resp.content_type,
             )
         return resp
+
+
+def _with_client_options(
+    headers: Mapping[str, str], params: Mapping[str, Any] | None, client: ClientOptions
+) -> tuple[dict[str, str], Mapping[str, Any] | None]:
+    """Headers and query parameters of one call with its ``extra_headers`` and
+    ``extra_query`` added (they win over the instance's)."""
+    merged = dict(headers)
+    if client.extra_headers:
+        merged.update(client.extra_headers)
+    if client.extra_query:
+        params = {**(params or {}), **client.extra_query}
+    return merged, params

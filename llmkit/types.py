@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation
 
 from llmkit.errors import InvalidRequestError
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "Capabilities",
@@ -23,6 +26,7 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Usage",
+    "normalize_finish_reason",
     "normalize_messages",
 ]
 
@@ -38,9 +42,25 @@ class Role(str, enum.Enum):
         return self.value
 
 
+_set_attribute = object.__setattr__
+
+
 class _Model(BaseModel):
     # Schemas are built on first use, not at import time.
     model_config = ConfigDict(defer_build=True)
+
+    @classmethod
+    def _trusted(cls, fields: dict[str, Any]) -> Self:
+        """An instance from values a wire parser has already checked, without validation
+        (the hot path of responses and stream chunks): ``fields`` must name every field
+        and is used as the instance's ``__dict__``."""
+        obj = cls.__new__(cls)
+        _set_attribute(obj, "__dict__", fields)
+        _set_attribute(obj, "__pydantic_fields_set__", set(fields))
+        # (a set per instance: pydantic adds to it when a field is assigned)
+        _set_attribute(obj, "__pydantic_extra__", None)
+        _set_attribute(obj, "__pydantic_private__", None)
+        return obj
 
 
 class ToolCall(_Model):
@@ -66,6 +86,14 @@ class ToolCall(_Model):
         super().__init__(id=id, **data)
 
     def to_openai(self) -> dict[str, Any]:
+        """The call in OpenAI's wire form (a custom tool call keeps its text input)."""
+        if self.type == "custom":
+            text = self.arguments.get("input", "")
+            return {
+                "id": self.id,
+                "type": "custom",
+                "custom": {"name": self.name, "input": text if isinstance(text, str) else str(text)},
+            }
         import orjson
 
         return {
@@ -180,6 +208,34 @@ class Usage(_Model):
     def of(cls, prompt: int | None, completion: int | None) -> Usage:
         p, c = int(prompt or 0), int(completion or 0)
         return cls(prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+
+
+_FINISH_REASONS: dict[str, str] = {
+    "stop": "stop",
+    "eos": "stop",
+    "eos_token": "stop",
+    "stop_sequence": "stop",
+    "end_turn": "stop",
+    "length": "length",
+    "max_tokens": "length",
+    "model_length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "tool_use": "tool_calls",
+    "content_filter": "content_filter",
+    "safety": "content_filter",
+}
+
+
+def normalize_finish_reason(value: Any) -> str | None:
+    """``stop``, ``length``, ``tool_calls`` or ``content_filter`` for the values servers
+    send (OpenAI's, TGI's ``eos_token`` / ``stop_sequence``, the deprecated
+    ``function_call``, ...); another string is kept as is, None stays None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        return str(value)
+    return _FINISH_REASONS.get(value, _FINISH_REASONS.get(value.lower(), value))
 
 
 class Choice(_Model):

@@ -55,7 +55,16 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert cfg.key() == KEY
     assert cfg.base_url == "http://127.0.0.1:9/v1"
     assert cfg.model == "gpt-x"
-    assert cfg.max_tokens == provider_defaults("openai")["max_tokens"]
+    assert cfg.timeout == provider_defaults("openai")["timeout"]
+    # no sampling defaults: what the user did not set is not sent
+    assert (cfg.max_tokens, cfg.temperature, cfg.top_p) == (None, None, None)
+
+
+@pytest.mark.parametrize("name", ["openai", "ollama", "huggingface", "mock", "other"])
+def test_provider_defaults_have_no_sampling_values(name: str) -> None:
+    defaults = provider_defaults(name)
+    assert not {"max_tokens", "temperature", "top_p"} & defaults.keys()
+    assert defaults["timeout"] > 0 and defaults["max_retries"] >= 0
 
 
 @pytest.mark.parametrize(
@@ -86,10 +95,10 @@ def test_hf_token_env_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_merge_with_defaults() -> None:
     merged = merge_config_with_defaults(
-        "ollama", {"model": "qwen", "temperature": None, "extra": {"keep_alive": "5m"}}
+        "ollama", {"model": "qwen", "timeout": None, "extra": {"keep_alive": "5m"}}
     )
     assert merged["model"] == "qwen"
-    assert merged["temperature"] == provider_defaults("ollama")["temperature"]
+    assert merged["timeout"] == provider_defaults("ollama")["timeout"]
     assert merged["extra"] == {"keep_alive": "5m"}
     assert merged["provider"] == "ollama"
     # defaults are copies

@@ -39,6 +39,7 @@ from llmkit import (
     RateLimitError,
     ServerError,
     StreamError,
+    StreamTimeoutError,
 )
 from tests.servers import ServerHandle, ServerState, serve_hf, serve_ollama, serve_openai
 
@@ -506,7 +507,7 @@ async def test_slow_body_non_stream_times_out(target: Target) -> None:
 
 async def test_slow_body_in_stream_after_output(target: Target) -> None:
     # sock_read timeout after deltas were yielded: a StreamError (not retried, since output
-    # was already delivered) that says the read timed out.
+    # was already delivered) that is also an LLMTimeoutError (and says the read timed out).
     target.fault("slow_body", after=2, delay=2.0)
     llm = target.make(timeout=0.3)
     out: list[str] = []
@@ -514,7 +515,8 @@ async def test_slow_body_in_stream_after_output(target: Target) -> None:
     with pytest.raises(StreamError) as info:
         await stream_into(llm, out)
     assert time.perf_counter() - started < 1.5
-    assert not isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, LLMTimeoutError) and isinstance(info.value, TimeoutError)
+    assert isinstance(info.value, StreamTimeoutError) and not info.value.retryable
     assert "timed out" in info.value.message
     assert "".join(out) == target.text_after(2) and out
     assert target.chat_requests == 1

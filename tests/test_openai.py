@@ -66,7 +66,8 @@ async def test_generate_and_chat(openai_server: ServerHandle) -> None:
         assert resp.raw["object"] == "chat.completion"
         body = openai_server.state.last_request.json
         assert body["temperature"] == 0.2 and body["seed"] == 7 and body["stop"] == ["END"]
-        assert body["max_tokens"] == llm.config.max_tokens
+        # only what was set goes out: no max_tokens / top_p nobody asked for
+        assert not {"max_tokens", "max_completion_tokens", "top_p"} & body.keys()
         assert body["messages"][0] == {"role": "system", "content": "be brief"}
         assert openai_server.state.last_request.authorization == f"Bearer {KEY}"
 

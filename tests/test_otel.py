@@ -88,7 +88,6 @@ async def test_chat_span_and_metrics_follow_the_conventions(otel: Telemetry, ser
         "gen_ai.request.model": "gpt-4o-mini",
         "gen_ai.request.temperature": 0.2,
         "gen_ai.request.max_tokens": 50,
-        "gen_ai.request.top_p": 1.0,
         "server.address": "127.0.0.1",
         "server.port": port,
         "gen_ai.response.model": response.model,

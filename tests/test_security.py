@@ -558,7 +558,8 @@ def _parse_openai(ev: SSEEvent) -> None:
     except LLMError as exc:
         assert exc.provider == "fuzz" or isinstance(exc, StreamError)
         return
-    assert chunk is None or isinstance(chunk, StreamChunk)
+    chunks = chunk if isinstance(chunk, list) else [chunk]
+    assert all(c is None or isinstance(c, StreamChunk) for c in chunks)
 
 
 _delta = st.fixed_dictionaries(

@@ -13,10 +13,11 @@ from typing import Any, ClassVar
 
 from pydantic import ValidationError
 
-from llmkit.base import BaseLLM, parse_structured, response_format_payload
+from llmkit.base import BaseLLM
 from llmkit.config import LLMConfig
 from llmkit.errors import ConfigError, LLMError, NotSupportedError
 from llmkit.providers._schema_example import SchemaExampleError, example_from_schema
+from llmkit.structured import parse_structured, response_format_payload
 from llmkit.types import (
     ChatResponse,
     MessagesInput,
@@ -108,7 +109,7 @@ class MockLLM(BaseLLM):
         **options: Any,
     ) -> ChatResponse:
         msgs = normalize_messages(messages)
-        opts = self._options(options)
+        opts, _ = self._options(options)
         payload, model = response_format_payload(response_format)  # checks it, as others do
         await self._step()
         self.calls.append(msgs)
@@ -118,9 +119,9 @@ class MockLLM(BaseLLM):
         else:
             text = self._echo(msgs) if scripted is None else scripted
         words = text.split()
-        max_tokens = opts.get("max_tokens")
-        if max_tokens is not None and len(words) > max_tokens and response_format is None:
-            text = " ".join(words[:max_tokens])
+        limit = opts.get("max_tokens")
+        if limit is not None and len(words) > limit and response_format is None:
+            text = " ".join(words[:limit])
             finish = "length"
         else:
             finish = "stop"

@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import base64
 import struct
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar
 
 from llmkit.base import parse_structured
-from llmkit.errors import InvalidRequestError, StreamError
+from llmkit.config import LLMConfig
+from llmkit.errors import InvalidRequestError, LLMError, StreamError
+from llmkit.options import ClientOptions, Unpack, resolve_options
 from llmkit.providers._http_base import HTTPProvider
 from llmkit.providers._openai_wire import (
+    OPENAI_PROVIDER_OPTIONS,
+    OpenAIOptions,
     ToolCallAssembler,
     chat_body,
+    context_from_models,
+    context_from_props,
+    decode_event,
     is_done,
+    known_context_length,
+    max_tokens_field,
     parse_chat_response,
     parse_stream_event,
     parse_stream_text,
+    parse_usage,
+    refused_options,
 )
+from llmkit.providers._openai_wire.models import looks_like_llama_cpp
 from llmkit.streaming import SSEEvent
 from llmkit.types import (
     Capabilities,
@@ -31,28 +43,33 @@ from llmkit.types import (
 
 __all__ = ["OpenAILLM"]
 
-# Known context windows (prefix match on the model id).
-_CONTEXT = (
-    ("gpt-4.1", 1_047_576),
-    ("gpt-4o", 128_000),
-    ("gpt-4-turbo", 128_000),
-    ("gpt-4", 8_192),
-    ("gpt-3.5-turbo", 16_385),
-    ("o1", 200_000),
-    ("o3", 200_000),
-    ("o4", 200_000),
-    ("gpt-5", 400_000),
-    ("text-embedding-3", 8_191),
-)
+_HEALTH_TIMEOUT = 10.0
 
 
 class OpenAICompatible(HTTPProvider):
     """Chat, streaming and embeddings over the OpenAI wire format. ``_chat_path`` and
-    ``_embeddings_path`` are relative to the base URL."""
+    ``_embeddings_path`` are relative to the base URL.
+
+    A request carries only the options that were set, in the config or per call:
+    ``max_tokens`` goes out as ``max_completion_tokens`` on api.openai.com and as
+    ``max_tokens`` elsewhere (``extra["max_tokens_field"]`` overrides).
+    """
 
     _chat_path: ClassVar[str] = "chat/completions"
     _embeddings_path: ClassVar[str] = "embeddings"
     embedding_batch_size: ClassVar[int] = 2048
+    provider_options: ClassVar[frozenset[str]] = OPENAI_PROVIDER_OPTIONS
+
+    def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self._max_tokens_field = max_tokens_field(self._http.base_url, self.config.extra)
+        self._unsupported: Mapping[str, str] = self.unsupported_options
+
+    def _options(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], ClientOptions]:
+        return resolve_options(
+            self.config, options, provider=self.provider,
+            provider_options=self.provider_options, unsupported=self._unsupported,
+        )
 
     def _include_usage(self) -> bool:
         return bool(self.config.extra.get("stream_usage", True))
@@ -60,9 +77,32 @@ class OpenAICompatible(HTTPProvider):
     def _chat_model(self) -> str:
         return self.model
 
+    def _request(
+        self,
+        messages: MessagesInput,
+        options: Mapping[str, Any],
+        *,
+        tools: Sequence[Any] | None,
+        tool_choice: Any,
+        response_format: Any,
+        stream: bool = False,
+    ) -> tuple[dict[str, Any], Any, ClientOptions]:
+        """(body, pydantic class of the reply or None, client options) of one call."""
+        model = options.get("model") or self._chat_model()
+        if "model" in options:
+            options = {k: v for k, v in options.items() if k != "model"}
+        opts, client = self._options(options)
+        body, model_cls = chat_body(
+            model, messages, opts,
+            tools=tools, tool_choice=tool_choice, response_format=response_format,
+            stream=stream, include_usage=self._include_usage(),
+            max_tokens_field=self._max_tokens_field, extra_body=client.extra_body,
+        )
+        return body, model_cls, client
+
     # ------------------------------------------------------------------ chat
 
-    async def generate(self, messages: MessagesInput, **options: Any) -> str:
+    async def generate(self, messages: MessagesInput, **options: Unpack[OpenAIOptions]) -> str:
         return (await self.chat(messages, **options)).content
 
     async def chat(
@@ -72,21 +112,20 @@ class OpenAICompatible(HTTPProvider):
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
         response_format: Any = None,
-        **options: Any,
+        **options: Unpack[OpenAIOptions],
     ) -> ChatResponse:
-        model = options.pop("model", None) or self._chat_model()
-        body, model_cls = chat_body(
-            model,
-            messages,
-            self._options(options),
-            tools=tools,
-            tool_choice=tool_choice,
+        body, model_cls, client = self._request(
+            messages, options, tools=tools, tool_choice=tool_choice,
             response_format=response_format,
         )
-        data = await self._http.request("POST", self._chat_path, json=body, model=model)
+        model = body["model"]
+        data = await self._http.request(
+            "POST", self._chat_path, json=body, model=model, client=client
+        )
         response = parse_chat_response(data, model, self.provider)
         self._record_usage(response.usage)
-        if response_format is not None:
+        if response_format is not None and response.refusal is None:
+            # a refusal has no JSON to validate: parsed stays None, refusal says why
             response.parsed = parse_structured(
                 response.content, model_cls or response_format, self.provider
             )
@@ -95,29 +134,22 @@ class OpenAICompatible(HTTPProvider):
     def _open_stream(
         self,
         messages: MessagesInput,
-        options: dict[str, Any],
+        options: Mapping[str, Any],
         parse: Callable[[SSEEvent, str], Any],
         *,
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
         response_format: Any = None,
     ) -> AsyncGenerator[Any, None]:
-        model = options.pop("model", None) or self._chat_model()
-        body, _ = chat_body(
-            model,
-            messages,
-            self._options(options),
-            tools=tools,
-            tool_choice=tool_choice,
-            response_format=response_format,
-            stream=True,
-            include_usage=self._include_usage(),
+        body, _, client = self._request(
+            messages, options, tools=tools, tool_choice=tool_choice,
+            response_format=response_format, stream=True,
         )
         provider = self.provider
         return self._http.stream(
             "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
-            model=model, end_marker="data: [DONE]",
-            parse=lambda ev: parse(ev, provider),
+            model=body["model"], end_marker="data: [DONE]",
+            parse=lambda ev: parse(ev, provider), client=client,
         )
 
     async def chat_stream(
@@ -127,8 +159,11 @@ class OpenAICompatible(HTTPProvider):
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
         response_format: Any = None,
-        **options: Any,
+        **options: Unpack[OpenAIOptions],
     ) -> AsyncGenerator[StreamChunk, None]:
+        """Chunks in arrival order, each with the ``index`` of its choice. A choice's
+        finishing chunk carries its assembled tool calls; the trailing usage is merged
+        into the last finishing chunk."""
         events = self._open_stream(
             messages, options, parse_stream_event,
             tools=tools, tool_choice=tool_choice, response_format=response_format,
@@ -136,37 +171,60 @@ class OpenAICompatible(HTTPProvider):
         include_usage = self._include_usage()
         assembler = ToolCallAssembler()
         usage: Usage | None = None
-        pending_finish: StreamChunk | None = None
+        pending: StreamChunk | None = None  # a finishing chunk waiting for the usage
         try:
             async with aclosing(events):
-                async for chunk in events:
-                    if chunk is None:
+                async for item in events:
+                    if item is None:
                         continue
-                    if chunk.tool_calls:
-                        assembler.add(chunk.tool_calls)
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    if chunk.finish_reason and assembler:
-                        chunk.completed_tool_calls = assembler.calls()
-                    if chunk.finish_reason and include_usage:
-                        # hold the finishing chunk back to merge the trailing usage chunk
-                        pending_finish = chunk
-                        continue
-                    if pending_finish is not None and not chunk.delta and not chunk.tool_calls:
-                        pending_finish.usage = chunk.usage
-                        chunk, pending_finish = pending_finish, None
-                    yield chunk
-            if pending_finish is not None:
-                yield pending_finish
+                    if type(item) is StreamChunk:
+                        if item.usage is None and item.finish_reason is None and not item.tool_calls:
+                            # the common case: a content, reasoning or refusal delta
+                            if pending is not None:
+                                yield pending
+                                pending = None
+                            yield item
+                            continue
+                        chunks: list[StreamChunk] = [item]
+                    else:
+                        chunks = item
+                    for chunk in chunks:
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                            if pending is not None and not (chunk.raw or {}).get("choices"):
+                                pending.usage = usage  # the usage-only event
+                                chunk, pending = pending, None
+                                yield chunk
+                                continue
+                        if chunk.tool_calls:
+                            assembler.add(chunk.tool_calls, chunk.index)
+                        if chunk.finish_reason is not None:
+                            if assembler:
+                                chunk.completed_tool_calls = assembler.pop(chunk.index) or None
+                            if include_usage and chunk.usage is None:
+                                if pending is not None:
+                                    yield pending
+                                pending = chunk
+                                continue
+                        if pending is not None:
+                            yield pending
+                            pending = None
+                        yield chunk
+            if pending is not None:
+                yield pending
         finally:
             self._record_usage(usage)
 
     async def generate_stream(
-        self, messages: MessagesInput, **options: Any
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        **options: Unpack[OpenAIOptions],
     ) -> AsyncGenerator[str, None]:
-        tools = options.pop("tools", None)
-        tool_choice = options.pop("tool_choice", None)
-        response_format = options.pop("response_format", None)
+        """Text deltas of choice 0 (the other choices of ``n > 1`` are not mixed in)."""
         events = self._open_stream(
             messages, options, parse_stream_text,
             tools=tools, tool_choice=tool_choice, response_format=response_format,
@@ -214,9 +272,20 @@ def _vector(value: Any) -> list[float]:
 
 
 class OpenAILLM(OpenAICompatible):
-    """OpenAI's API, or any server speaking its wire format (``base_url``)."""
+    """OpenAI's API, or any server speaking its wire format (``base_url``).
+
+    ``get_model_info().context_length`` is the server's own figure once known (vLLM's
+    ``max_model_len``, llama.cpp's context from ``/v1/models`` or ``/props``): after
+    ``await fetch_model_info()`` or a successful ``health_check()``; before that, and for
+    servers that do not say, the known window of OpenAI's model (or None).
+    """
 
     provider_name: ClassVar[str] = "openai"
+
+    def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        self._unsupported = refused_options(self._http.base_url)
+        self._server_context: int | None = None
 
     def _base_url(self) -> str:
         return (self.config.base_url or "https://api.openai.com/v1").rstrip("/")
@@ -244,7 +313,7 @@ class OpenAILLM(OpenAICompatible):
         functions: Sequence[Any],
         *,
         function_call: Any = "required",
-        **options: Any,
+        **options: Unpack[OpenAIOptions],
     ) -> ChatResponse:
         """A chat turn that must call one of ``functions`` (dicts, pydantic classes or typed
         Python functions); the calls are in ``tool_calls``."""
@@ -253,32 +322,65 @@ class OpenAILLM(OpenAICompatible):
         return await self.chat(messages, tools=functions, tool_choice=function_call, **options)
 
     async def create_chat_completion(self, request: dict[str, Any]) -> Any:
-        """Send a raw chat-completions request. Returns the decoded response, or with
-        ``"stream": True`` an async iterator of decoded chunks."""
+        """Send a raw chat-completions request, as given (``model`` defaults to the
+        config's). Returns the decoded response, or with ``"stream": True`` an async
+        iterator of decoded chunks. The usage the server reports counts in
+        ``get_token_usage()`` (a stream reports it with
+        ``"stream_options": {"include_usage": True}``)."""
         if not isinstance(request, dict):
             raise InvalidRequestError("request must be a dict")
         body = {"model": self.model, **request}
         if body.get("stream"):
             return self._raw_stream(body)
-        return await self._http.request("POST", self._chat_path, json=body, model=body["model"])
+        data = await self._http.request("POST", self._chat_path, json=body, model=body["model"])
+        if isinstance(data, dict):
+            self._record_usage(_usage_or_none(data.get("usage")))
+        return data
 
     async def _raw_stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         provider = self.provider
         events = self._http.stream(
             "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
             model=body["model"], end_marker="data: [DONE]",
-            parse=lambda ev: parse_stream_event(ev, provider),  # raises on error events
+            parse=lambda ev: decode_event(ev, provider),  # raises on error events
         )
-        async with aclosing(events):
-            async for chunk in events:
-                if chunk is not None and chunk.raw is not None:
-                    yield chunk.raw
+        usage: Usage | None = None
+        try:
+            async with aclosing(events):
+                async for obj in events:
+                    if obj is not None:
+                        if obj.get("usage"):
+                            usage = _usage_or_none(obj["usage"]) or usage
+                        yield obj
+        finally:
+            self._record_usage(usage)
+
+    # ------------------------------------------------------------------ health, info
 
     async def health_check(self) -> None:
-        await self._http.request("GET", "models", timeout=min(self.config.timeout, 10.0))
+        """One ``GET /models`` (no retries, a timeout of at most 10 s); what it says about
+        the model's context length is kept for :meth:`get_model_info`."""
+        timeout = min(self.config.timeout, _HEALTH_TIMEOUT)
+        models = await self._http.request("GET", "models", timeout=timeout, retry=False)
+        self._server_context = context_from_models(models, self.model) or self._server_context
+
+    async def fetch_model_info(self) -> ModelInfo:
+        """Ask the server about the model (``GET /models``; llama.cpp's ``/props`` too)
+        and return :meth:`get_model_info` with the context length it states."""
+        timeout = min(self.config.timeout, _HEALTH_TIMEOUT)
+        models = await self._http.request("GET", "models", timeout=timeout, retry=False)
+        context = context_from_models(models, self.model)
+        if looks_like_llama_cpp(models, self.model):
+            props_url = self._http.base_url.removesuffix("/v1") + "/props"
+            try:
+                props = await self._http.request("GET", props_url, timeout=timeout, retry=False)
+            except LLMError:
+                props = None  # /props may be disabled; /v1/models said enough
+            context = context_from_props(props) or context
+        self._server_context = context or self._server_context
+        return self.get_model_info()
 
     def get_model_info(self) -> ModelInfo:
-        context = next((n for p, n in _CONTEXT if self.model.startswith(p)), None)
         return ModelInfo(
             provider=self.provider,
             model=self.model,
@@ -286,5 +388,12 @@ class OpenAILLM(OpenAICompatible):
             capabilities=Capabilities(
                 streaming=True, embeddings=True, tools=True, batching=False, kv_cache=False
             ),
-            context_length=context,
+            context_length=self._server_context or known_context_length(self.model),
         )
+
+
+def _usage_or_none(raw: Any) -> Usage | None:
+    try:
+        return parse_usage(raw)
+    except (TypeError, ValueError):
+        return None  # a malformed usage object in a raw response is not counted

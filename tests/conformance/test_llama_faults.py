@@ -69,16 +69,12 @@ async def test_frozen_during_stream_fails_within_the_timeout(own_llama_chat: Lla
     assert elapsed < TIMEOUT + SLACK, f"error came {elapsed:.2f} s after the freeze"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: a read timeout after partial output is a "
-                   "StreamError but not an LLMTimeoutError (API.md: both)")
 async def test_frozen_during_stream_error_is_a_timeout(own_llama_chat: LlamaServer) -> None:
     error, _, _ = await _freeze_mid_stream(own_llama_chat)
     assert isinstance(error, StreamError)
     assert isinstance(error, LLMTimeoutError)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: health_check retries (3 attempts of one "
-                   "timeout each) instead of one attempt with a short timeout")
 async def test_health_check_frozen_answers_within_one_timeout(own_llama_chat: LlamaServer) -> None:
     own_llama_chat.signal(signal.SIGSTOP)
     async with llm_for(own_llama_chat, timeout=TIMEOUT, max_retries=2) as llm:

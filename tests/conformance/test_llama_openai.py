@@ -226,8 +226,6 @@ async def test_seed_reproducibility(llama_chat: LlamaServer) -> None:
     assert len(others | {first}) > 1  # the seed matters: sampling is really random
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: llama.cpp's context overflow "
-                   "(exceed_context_size_error) maps to InvalidRequestError, not ContextLengthError")
 async def test_prompt_longer_than_context(llama_chat: LlamaServer) -> None:
     async with llm_for(llama_chat) as llm:
         with pytest.raises(ContextLengthError) as info:
@@ -236,8 +234,6 @@ async def test_prompt_longer_than_context(llama_chat: LlamaServer) -> None:
     assert "context" in info.value.message
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: get_model_info().context_length is not read "
-                   "from the server (llama.cpp /props n_ctx)")
 async def test_model_info_context_length_from_server(llama_chat: LlamaServer) -> None:
     props = llama_chat.get_json("/props")
     assert isinstance(props, dict)
@@ -262,8 +258,6 @@ async def test_batch_generate_matches_sequential_calls(llama_chat: LlamaServer) 
     assert len(set(batched)) > 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: ChatResponse.logprobs stays None although "
-                   "the server returns logprobs.content")
 async def test_logprobs_are_returned(llama_chat: LlamaServer) -> None:
     async with llm_for(llama_chat) as llm:
         response = await llm.chat("Two tokens.", temperature=0.0, max_tokens=2,
@@ -273,8 +267,6 @@ async def test_logprobs_are_returned(llama_chat: LlamaServer) -> None:
     assert response.logprobs == raw
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: raw create_chat_completion does not count its "
-                   "usage in get_token_usage()")
 async def test_raw_completion_usage_is_counted(llama_chat: LlamaServer) -> None:
     request = {"messages": [{"role": "user", "content": "Count me."}], **GREEDY}
     async with llm_for(llama_chat) as llm:

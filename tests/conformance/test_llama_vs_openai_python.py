@@ -74,8 +74,6 @@ async def test_server_default_sampling_is_reproducible(official: Any) -> None:
     assert first.usage.completion_tokens > 32  # the default has no small length limit
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: llmkit sends temperature/top_p/max_tokens the "
-                   "user never set, overriding the server's own sampling defaults")
 async def test_server_default_sampling_is_left_alone(llama_chat: LlamaServer, official: Any) -> None:
     # Only the seed is set: everything else is llama-server's default (temperature 0.8,
     # top_p 0.95, no length limit but the context), so both clients must get the same text.

@@ -31,8 +31,6 @@ def body_keys(state: ServerState, path: str) -> list[set[str]]:
     return [set(r.json) for r in state.requests_to(path)]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: every request carries temperature, top_p and "
-                   "max_tokens the user never set")
 async def test_openai_minimal_request_carries_only_model_and_messages() -> None:
     async with serve_openai() as srv, openai_llm(srv.url) as llm:
         await llm.generate("hi")
@@ -55,16 +53,12 @@ async def test_openai_set_options_are_sent_as_given() -> None:
     assert body.get("max_tokens", body.get("max_completion_tokens")) == 7
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: a per-call timeout= is sent as a JSON body "
-                   "field (OpenAI rejects it) instead of being applied by the client")
 async def test_openai_per_call_timeout_is_not_a_body_field() -> None:
     async with serve_openai() as srv, openai_llm(srv.url) as llm:
         await llm.generate("hi", timeout=5)
     assert "timeout" not in srv.state.last_request.json
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: top_k (not in OpenAI's chat schema) is sent "
-                   "instead of raising InvalidRequestError before sending")
 async def test_openai_top_k_is_refused_before_sending() -> None:
     async with serve_openai() as srv, openai_llm(srv.url) as llm:
         with pytest.raises(InvalidRequestError, match="top_k"):
@@ -72,8 +66,6 @@ async def test_openai_top_k_is_refused_before_sending() -> None:
     assert srv.state.request_count == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: Ollama requests carry options (temperature, "
-                   "top_p, num_predict) the user never set, overriding the Modelfile")
 async def test_ollama_minimal_request_carries_no_options() -> None:
     async with serve_ollama() as srv, OllamaLLM(
         LLMConfig(provider="ollama", model="llama3.2", base_url=srv.url, max_retries=0)
@@ -84,8 +76,6 @@ async def test_ollama_minimal_request_carries_no_options() -> None:
     assert body["stream"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: router requests carry temperature, top_p and "
-                   "max_tokens the user never set")
 async def test_hf_router_minimal_request_carries_only_model_and_messages() -> None:
     async with serve_hf() as srv, HuggingFaceLLM(
         model="meta-llama/Llama-3.1-8B-Instruct", base_url=srv.url, api_key="hf_test",
@@ -95,8 +85,6 @@ async def test_hf_router_minimal_request_carries_only_model_and_messages() -> No
     assert body_keys(srv.state, "/v1/chat/completions") == [{"model", "messages"}]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: TGI's messages API gets OpenAI's "
-                   "response_format shape; TGI wants {'type': 'json', 'value': <schema>}")
 async def test_tgi_chat_response_format_in_tgi_shape() -> None:
     async with serve_tgi() as srv, HuggingFaceLLM(
         model="tgi", base_url=srv.url, max_retries=0, extra={"api": "tgi-chat", **FAST_RETRY},
@@ -121,8 +109,6 @@ async def test_strict_server_rejects_an_undocumented_field() -> None:
     assert len(state.spec_violations) == 1
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: an unknown option name is sent as a body field "
-                   "instead of raising InvalidRequestError naming it")
 async def test_openai_unknown_option_is_refused_before_sending() -> None:
     async with serve_openai() as srv, openai_llm(srv.url) as llm:
         with pytest.raises(InvalidRequestError, match="temprature"):
@@ -130,16 +116,12 @@ async def test_openai_unknown_option_is_refused_before_sending() -> None:
     assert srv.state.request_count == 0
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: extra_body is sent as a field named "
-                   "'extra_body' instead of being merged into the body")
 async def test_openai_extra_body_is_merged() -> None:
     async with serve_openai() as srv, openai_llm(srv.url) as llm:
         await llm.generate("hi", extra_body={"logit_bias": {"42": 5}})
     assert srv.state.last_request.json["logit_bias"] == {"42": 5}
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: Message.images are dropped instead of sent as "
-                   "OpenAI image_url content parts")
 async def test_openai_message_images_are_sent_as_image_parts() -> None:
     image = "https://example.com/cat.png"
     async with serve_openai() as srv, openai_llm(srv.url) as llm:
@@ -148,8 +130,6 @@ async def test_openai_message_images_are_sent_as_image_parts() -> None:
     assert {"type": "image_url", "image_url": {"url": image}} in content
 
 
-@pytest.mark.xfail(strict=True, reason="issue 10: tool_choice='bogus' becomes a request for a "
-                   "function named 'bogus' instead of an InvalidRequestError")
 async def test_openai_bogus_tool_choice_is_refused() -> None:
     tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     async with serve_openai() as srv, openai_llm(srv.url) as llm:
@@ -169,8 +149,6 @@ async def test_tgi_generate_response_format_as_grammar() -> None:
     assert grammar["value"]["properties"] == City.model_json_schema()["properties"]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 11: TGI's max_stop_sequences (from /info) is not "
-                   "checked before sending: 5 stop sequences go on the wire")
 async def test_tgi_stop_sequence_limit_checked_before_sending() -> None:
     async with serve_tgi() as srv, HuggingFaceLLM(
         model="tgi", base_url=srv.url, max_retries=0, extra={"api": "tgi", **FAST_RETRY},

@@ -15,18 +15,18 @@ Behaviour (all deterministic):
   Usage: prompt_tokens = words in all messages, completion_tokens = words in the reply.
   ``stream: true`` sends SSE chunks (role chunk, one chunk per word-ish piece, a final
   chunk with finish_reason, the usage chunk with ``stream_options.include_usage``,
-  ``data: [DONE]``).
+  ``data: [DONE]``). Reasoning, refusals, logprobs, interleaved ``n`` choices, prompt
+  caching and custom tool calls: see :mod:`tests.servers.openai_chat`.
 * Model ``missing-model`` -> 404 ``model_not_found``; more than ``state.context_length``
   prompt words -> 400 ``context_length_exceeded``.
 * ``POST /v1/embeddings``, ``POST /v1/completions``, ``GET /v1/models``,
-  ``GET /v1/models/{id}``.
+  ``GET /v1/models/{id}`` (a model id starting with ``vllm/`` has vLLM's
+  ``max_model_len`` = ``state.context_length``).
 * Every response carries ``x-request-id``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -35,11 +35,9 @@ from aiohttp import web
 from .base import (
     CREATED_TS,
     JSON,
-    STATE_KEY,
     EventWriter,
     ProviderSpec,
     ServerState,
-    content_text,
     count_words,
     embed_base64,
     embed_text,
@@ -47,17 +45,27 @@ from .base import (
     install_middleware,
     json_ok,
     json_response,
-    messages_words,
     new_application,
     openai_error_body,
-    schema_instance,
     split_pieces,
-    tool_arguments_for,
     truncate_words,
 )
+from .openai_chat import MISSING_MODEL, ChatErrors, choose_tool, default_reply, structured_reply
+from .openai_chat_handler import make_chat_handler
+
+# the chat planning helpers the other servers use
+__all__ = [
+    "DEFAULT_OPENAI_MODELS",
+    "MISSING_MODEL",
+    "ChatErrors",
+    "choose_tool",
+    "default_reply",
+    "make_chat_handler",
+    "make_openai_app",
+    "structured_reply",
+]
 
 DEFAULT_OPENAI_MODELS = ["gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
-MISSING_MODEL = "missing-model"
 INVALID_JSON_MESSAGE = (
     "We could not parse the JSON body of your request. (HINT: This likely means you aren't "
     "using your HTTP library correctly. The OpenAI API expects a JSON payload, but what was "
@@ -145,20 +153,6 @@ def openai_auth_error(provided: str | None) -> web.Response:
     )
 
 
-@dataclass(frozen=True)
-class ChatErrors:
-    """How a chat endpoint reports errors (OpenAI vs. TGI/HF shapes)."""
-
-    invalid_json: Callable[[], web.Response]
-    bad_request: Callable[[str, str | None, str | None], web.Response]
-    model_not_found: Callable[[str], web.Response]
-    context_length: Callable[[int, int], web.Response]
-    stream_error: Callable[[str | None], JSON]
-    sse_prefix: bytes = b"data: "
-    # Rewrites each OpenAI-shaped body / chunk into the endpoint's own shape (TGI's).
-    reshape: Callable[[dict[str, Any]], dict[str, Any]] | None = None
-
-
 OPENAI_CHAT_ERRORS = ChatErrors(
     invalid_json=lambda: openai_error(400, INVALID_JSON_MESSAGE),
     bad_request=lambda msg, param, code: openai_error(
@@ -183,291 +177,6 @@ OPENAI_CHAT_ERRORS = ChatErrors(
         message or STREAM_ERROR_MESSAGE, "server_error", None, None
     ),
 )
-
-
-# --------------------------------------------------------------------------- chat planning
-
-
-@dataclass
-class ToolCallPlan:
-    id: str
-    name: str
-    arguments: str
-
-
-@dataclass
-class ChatPlan:
-    model: str
-    text: str | None
-    tool_call: ToolCallPlan | None
-    finish_reason: str
-    prompt_tokens: int
-    completion_tokens: int
-    n: int
-
-
-def _forced_tool(tool_choice: JSON) -> str | None:
-    if isinstance(tool_choice, dict):
-        fn = tool_choice.get("function")
-        if isinstance(fn, dict) and isinstance(fn.get("name"), str):
-            return str(fn["name"])
-        if isinstance(tool_choice.get("name"), str):
-            return str(tool_choice["name"])
-    return None
-
-
-def _tool_parts(tool: JSON) -> tuple[str, JSON]:
-    if isinstance(tool, dict):
-        fn = tool.get("function", tool)
-        if isinstance(fn, dict):
-            return str(fn.get("name", "tool")), fn.get("parameters") or {}
-    return "tool", {}
-
-
-def default_reply(state: ServerState, messages: list[JSON]) -> str:
-    if state.reply is not None:
-        return state.reply
-    for m in reversed(messages):
-        if isinstance(m, dict) and m.get("role") in ("user", "tool"):
-            return "Echo: " + content_text(m.get("content"))
-    return "Echo: "
-
-
-def choose_tool(tools: JSON, tool_choice: JSON, messages: list[JSON]) -> tuple[str, JSON] | None:
-    """The (name, parameters) of the tool to call, or None for a text reply."""
-    if not isinstance(tools, list) or not tools or tool_choice == "none":
-        return None
-    forced = _forced_tool(tool_choice)
-    if forced is None and tool_choice != "required":
-        last = messages[-1] if messages else None
-        if isinstance(last, dict) and last.get("role") == "tool":
-            return None
-    parts = [_tool_parts(t) for t in tools]
-    if forced is not None:
-        for name, params in parts:
-            if name == forced:
-                return name, params
-        return forced, {}
-    return parts[0]
-
-
-def structured_reply(response_format: JSON) -> str | None:
-    if not isinstance(response_format, dict):
-        return None
-    kind = response_format.get("type")
-    if kind == "json_schema":
-        spec = response_format.get("json_schema") or {}
-        schema = spec.get("schema", {}) if isinstance(spec, dict) else {}
-        return orjson.dumps(schema_instance(schema)).decode()
-    if kind == "json_object":
-        return '{"result": "text"}'
-    if kind == "json":  # TGI's messages API: {"type": "json", "value": <schema>}
-        value = response_format.get("value")
-        return orjson.dumps(schema_instance(value if isinstance(value, dict) else {})).decode()
-    return None
-
-
-def plan_chat(state: ServerState, body: JSON, errors: ChatErrors) -> ChatPlan | web.Response:
-    if not json_ok(body) or not isinstance(body, dict):
-        return errors.invalid_json()
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        return errors.bad_request("you must provide a model parameter", None, None)
-    messages = body.get("messages")
-    if messages is None:
-        return errors.bad_request(
-            "Missing required parameter: 'messages'.", "messages", "missing_required_parameter"
-        )
-    if not isinstance(messages, list) or not messages:
-        return errors.bad_request(
-            "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array instead.",
-            "messages",
-            "empty_array",
-        )
-    if model == MISSING_MODEL:
-        return errors.model_not_found(model)
-    prompt_tokens = messages_words(messages)
-    if prompt_tokens > state.context_length:
-        return errors.context_length(state.context_length, prompt_tokens)
-    limit = body.get("max_completion_tokens", body.get("max_tokens"))
-    limit = limit if isinstance(limit, int) else None
-    n_raw = body.get("n")
-    n = n_raw if isinstance(n_raw, int) and n_raw > 0 else 1
-
-    tool = choose_tool(body.get("tools"), body.get("tool_choice"), messages)
-    if tool is not None:
-        name, params = tool
-        args, _ = tool_arguments_for(state, params)
-        call = ToolCallPlan(f"call_{state.next_id():08d}", name, args)
-        return ChatPlan(
-            model, None, call, "tool_calls", prompt_tokens, max(1, count_words(args)), n
-        )
-
-    text = structured_reply(body.get("response_format"))
-    if text is None:
-        text = default_reply(state, messages)
-    text, truncated = truncate_words(text, limit)
-    return ChatPlan(
-        model, text, None, "length" if truncated else "stop", prompt_tokens, count_words(text), n
-    )
-
-
-def _usage(plan: ChatPlan) -> dict[str, Any]:
-    completion = plan.completion_tokens * plan.n
-    return {
-        "prompt_tokens": plan.prompt_tokens,
-        "completion_tokens": completion,
-        "total_tokens": plan.prompt_tokens + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
-        "completion_tokens_details": {
-            "reasoning_tokens": 0,
-            "audio_tokens": 0,
-            "accepted_prediction_tokens": 0,
-            "rejected_prediction_tokens": 0,
-        },
-    }
-
-
-def chat_completion_body(plan: ChatPlan, completion_id: str) -> dict[str, Any]:
-    message: dict[str, Any] = {
-        "role": "assistant",
-        "content": plan.text,
-        "refusal": None,
-        "annotations": [],
-    }
-    if plan.tool_call is not None:
-        message["tool_calls"] = [
-            {
-                "id": plan.tool_call.id,
-                "type": "function",
-                "function": {"name": plan.tool_call.name, "arguments": plan.tool_call.arguments},
-            }
-        ]
-    return {
-        "id": completion_id,
-        "object": "chat.completion",
-        "created": CREATED_TS,
-        "model": plan.model,
-        "choices": [
-            {"index": i, "message": message, "logprobs": None, "finish_reason": plan.finish_reason}
-            for i in range(plan.n)
-        ],
-        "usage": _usage(plan),
-        "service_tier": "default",
-        "system_fingerprint": "fp_llmkit_test",
-    }
-
-
-def _chunk(
-    completion_id: str, model: str, choices: list[dict[str, Any]], include_usage: bool
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": completion_id,
-        "object": "chat.completion.chunk",
-        "created": CREATED_TS,
-        "model": model,
-        "service_tier": "default",
-        "system_fingerprint": "fp_llmkit_test",
-        "choices": choices,
-    }
-    if include_usage:
-        out["usage"] = None
-    return out
-
-
-def _split_arguments(args: str, parts: int = 3) -> list[str]:
-    if len(args) < parts:
-        return [args]
-    step = -(-len(args) // parts)
-    return [args[i : i + step] for i in range(0, len(args), step)]
-
-
-async def stream_chat(
-    request: web.Request, plan: ChatPlan, body: dict[str, Any], errors: ChatErrors
-) -> web.StreamResponse:
-    state = request.app[STATE_KEY]
-    completion_id = f"chatcmpl-{state.next_id():08d}"
-    opts = body.get("stream_options")
-    include_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
-
-    def chunk(choices: list[dict[str, Any]]) -> dict[str, Any]:
-        return _chunk(completion_id, plan.model, choices, include_usage)
-
-    def delta(d: dict[str, Any], i: int = 0, finish: str | None = None) -> dict[str, Any]:
-        return {"index": i, "delta": d, "logprobs": None, "finish_reason": finish}
-
-    writer = EventWriter(
-        request,
-        framing="sse",
-        make_error=errors.stream_error,
-        make_content=lambda text: chunk([delta({"content": text})]),
-        terminator=errors.sse_prefix + b"[DONE]\n\n",
-        sse_prefix=errors.sse_prefix,
-    )
-    await writer.start()
-
-    events: list[dict[str, Any]] = []
-    for i in range(plan.n):
-        if plan.tool_call is not None:
-            call = plan.tool_call
-            events.append(
-                chunk(
-                    [
-                        delta(
-                            {
-                                "role": "assistant",
-                                "content": None,
-                                "tool_calls": [
-                                    {
-                                        "index": 0,
-                                        "id": call.id,
-                                        "type": "function",
-                                        "function": {"name": call.name, "arguments": ""},
-                                    }
-                                ],
-                                "refusal": None,
-                            },
-                            i,
-                        )
-                    ]
-                )
-            )
-            for piece in _split_arguments(call.arguments):
-                events.append(
-                    chunk(
-                        [delta({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, i)]
-                    )
-                )
-        else:
-            events.append(chunk([delta({"role": "assistant", "content": "", "refusal": None}, i)]))
-            for piece in split_pieces(plan.text or ""):
-                events.append(chunk([delta({"content": piece}, i)]))
-        events.append(chunk([delta({}, i, plan.finish_reason)]))
-    final = None
-    if include_usage:
-        final = chunk([])
-        final["usage"] = _usage(plan)
-    if errors.reshape is not None:
-        events = [errors.reshape(event) for event in events]
-        final = errors.reshape(final) if final is not None else None
-    for event in events:
-        if not await writer.send(event):
-            return await writer.finish()
-    return await writer.finish(final)
-
-
-def make_chat_handler(state: ServerState, errors: ChatErrors) -> Callable[[web.Request], Any]:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        body = get_json(request)
-        plan = plan_chat(state, body, errors)
-        if isinstance(plan, web.Response):
-            return plan
-        if body.get("stream") is True:
-            return await stream_chat(request, plan, body, errors)
-        out = chat_completion_body(plan, f"chatcmpl-{state.next_id():08d}")
-        return json_response(errors.reshape(out) if errors.reshape is not None else out)
-
-    return handler
 
 
 # --------------------------------------------------------------------------- other endpoints
@@ -604,7 +313,12 @@ def add_openai_routes(app: web.Application, state: ServerState, prefix: str = "/
         return json_response(full)
 
     def model_obj(model_id: str) -> dict[str, Any]:
-        return {"id": model_id, "object": "model", "created": 1686935002, "owned_by": "system"}
+        obj: dict[str, Any] = {
+            "id": model_id, "object": "model", "created": 1686935002, "owned_by": "system",
+        }
+        if model_id.startswith("vllm/"):
+            obj["max_model_len"] = state.context_length
+        return obj
 
     async def list_models(request: web.Request) -> web.Response:
         return json_response({"object": "list", "data": [model_obj(m) for m in state.models or []]})

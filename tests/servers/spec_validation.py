@@ -56,6 +56,24 @@ ALLOWED_EXTRA_PROPERTIES: dict[tuple[str, str], dict[str, str]] = {
     ("ollama", "GenerateResponse"): {"context": "ollama/api.md, /api/generate responses"},
     ("ollama", "GenerateStreamEvent"): {"context": "ollama/api.md, /api/generate responses"},
     ("ollama", "ShowResponse"): {"modelfile": "ollama/api.md, Show Model Information response"},
+    ("ollama", "CreateRequest"): {
+        "files": "ollama/api.md, Create a Model parameters: `files` (file name -> blob digest)",
+        "adapters": "ollama/api.md, Create a Model parameters: `adapters` (file name -> digest)",
+    },
+    # Reasoning text of OpenAI-compatible servers (not in OpenAI's own spec, which returns
+    # none): llama.cpp tools/server/README.md (`reasoning_format`: "thoughts in
+    # message.reasoning_content"), vLLM docs "Reasoning Outputs" (`reasoning_content`, and
+    # `reasoning` in newer releases), DeepSeek API "Reasoning Model" (`reasoning_content`).
+    ("openai", "ChatCompletionResponseMessage"): {
+        "reasoning_content": "llama.cpp server README / vLLM Reasoning Outputs / DeepSeek API",
+        "reasoning": "vLLM Reasoning Outputs (newer releases)",
+    },
+    ("openai", "ChatCompletionStreamResponseDelta"): {
+        "reasoning_content": "llama.cpp server README / vLLM Reasoning Outputs / DeepSeek API",
+        "reasoning": "vLLM Reasoning Outputs (newer releases)",
+    },
+    # vLLM's /v1/models: ModelCard.max_model_len (vLLM docs, OpenAI-compatible server).
+    ("openai", "Model"): {"max_model_len": "vLLM OpenAI-compatible server, /v1/models"},
 }
 
 # (spec, "Component/property") -> the schema that replaces the property's, with the doc.
@@ -331,6 +349,10 @@ ENDPOINTS: dict[str, list[tuple[str, str, Endpoint]]] = {
         ("POST", r"/v1/chat/completions", replace(OPENAI_CHAT, error=None)),
         ("POST", r"/hf-inference/models/.+/pipeline/feature-extraction", Endpoint(
             (_INLINE, "feature-extraction-request"), (_INLINE, "feature-extraction-response"))),
+        # Other providers' feature extraction behind the router is OpenAI's embeddings API
+        # (huggingface_hub's together / scaleway / deepinfra helpers send and read it).
+        ("POST", r"/(?:together|scaleway)/v1/embeddings|/deepinfra/v1/openai/embeddings",
+         Endpoint(("openai", "CreateEmbeddingRequest"), ("openai", "CreateEmbeddingResponse"))),
         ("POST", r"/generate", Endpoint(
             ("tgi", "GenerateRequest"), ("tgi", "GenerateResponse"), None, _TGI_ERROR)),
         ("POST", r"/generate_stream", Endpoint(

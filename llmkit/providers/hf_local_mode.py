@@ -1,0 +1,251 @@
+"""Local mode of :class:`~llmkit.providers.huggingface.HuggingFaceLLM` (``base_url="local"``
+or ``set_use_local(True)``): the hand-off to :class:`llmkit.providers.hf_local.LocalBackend`
+(transformers and sentence-transformers, imported only when local mode is first used),
+local batches and prompt caches."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import aclosing, contextmanager
+from typing import TYPE_CHECKING, Any
+
+from llmkit.base import PromptCache, parse_structured
+from llmkit.errors import (
+    ConfigError,
+    InvalidRequestError,
+    LLMError,
+    ModelNotFoundError,
+    NotSupportedError,
+)
+from llmkit.providers.openai import OpenAICompatible
+from llmkit.types import ChatResponse, MessagesInput, StreamChunk, Usage, normalize_messages
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Sequence
+
+    from llmkit.providers.hf_local import LocalBackend
+
+__all__ = ["HFLocalMode"]
+
+_LOCAL_OPTIONS = ("device", "dtype", "trust_remote_code", "embedding_model",
+                  "normalize_embeddings", "max_batch_size")
+
+
+class HFLocalMode(OpenAICompatible):
+    """Local-mode methods; the subclass dispatches to them while ``_use_local`` is set."""
+
+    _use_local: bool
+    _local: LocalBackend | None
+
+    # ------------------------------------------------------------------ local mode
+
+    def _local_backend(self) -> LocalBackend:
+        if self._local is None:
+            try:
+                from llmkit.providers.hf_local import LocalBackend
+            except ImportError as exc:  # pragma: no cover - part of the package
+                raise ConfigError(f"local mode is unavailable: {exc}", provider=self.provider) from None
+            extra = self.config.extra
+            kwargs: dict[str, Any] = {k: extra[k] for k in _LOCAL_OPTIONS if k in extra}
+            kwargs.setdefault("trust_remote_code", False)
+            try:
+                self._local = LocalBackend(self.model, **kwargs)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"invalid local option: {exc}", provider=self.provider) from None
+        return self._local
+
+    @contextmanager
+    def _local_errors(self) -> Iterator[None]:
+        """Local failures as typed errors; request metrics recorded."""
+        started = time.perf_counter()
+        self._metrics.start()
+        error: str | None = None
+        try:
+            yield
+        except LLMError as exc:
+            error = exc.type
+            raise
+        except ImportError as exc:
+            error = "configuration"
+            raise ConfigError(
+                f"local mode needs the [local] extra (torch, transformers, "
+                f"sentence-transformers): {exc}",
+                provider=self.provider,
+            ) from None
+        except ValueError as exc:
+            error = "invalid_request"
+            raise InvalidRequestError(str(exc), provider=self.provider) from None
+        except OSError as exc:
+            error = "model_not_found"
+            raise ModelNotFoundError(
+                f"cannot load local model {self.model!r}: {exc}", provider=self.provider
+            ) from None
+        except asyncio.CancelledError:
+            error = "cancelled"
+            raise
+        except Exception as exc:
+            error = "local_error"
+            raise LLMError(f"local generation failed: {exc!r}", provider=self.provider) from exc
+        finally:
+            if error is None:
+                self._metrics.finish(time.perf_counter() - started)
+            else:
+                self._metrics.finish(0.0, error)
+
+    def _local_params(self, options: dict[str, Any]) -> dict[str, Any]:
+        opts, _ = self._options(options)
+        top_p = opts.get("top_p")
+        params: dict[str, Any] = {
+            "temperature": float(opts.get("temperature") or 0.0),
+            "top_p": float(top_p) if top_p is not None else 1.0,
+            "stop": list(opts.get("stop") or []) or None,
+            "seed": opts.get("seed"),
+        }
+        if opts.get("max_tokens") is not None:  # else the backend's default
+            params["max_new_tokens"] = opts["max_tokens"]
+        return params
+
+    @staticmethod
+    def _local_messages(messages: MessagesInput) -> list[dict[str, Any]]:
+        return [{"role": str(m.role), "content": m.text()} for m in normalize_messages(messages)]
+
+    def _no_local_tools(self, tools: Sequence[Any] | None) -> None:
+        if tools:
+            raise NotSupportedError("tools are not supported in local mode", provider=self.provider)
+
+    async def _local_chat(
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None,
+        response_format: Any,
+        **options: Any,
+    ) -> ChatResponse:
+        self._no_local_tools(tools)
+        msgs = self._local_messages(messages)
+        params = self._local_params(options)
+        with self._local_errors():
+            result = await self._local_backend().generate(msgs, **params)
+        return self._local_response(result, response_format)
+
+    def _local_response(self, result: Any, response_format: Any = None) -> ChatResponse:
+        usage = Usage.of(result.prompt_tokens, result.completion_tokens)
+        self._record_usage(usage)
+        response = ChatResponse(
+            content=result.text, finish_reason=result.finish_reason, usage=usage, model=self.model
+        )
+        if response_format is not None:
+            response.parsed = parse_structured(result.text, response_format, self.provider)
+        return response
+
+    async def _local_stream(
+        self, messages: MessagesInput, *, tools: Sequence[Any] | None, **options: Any
+    ) -> AsyncGenerator[StreamChunk, None]:
+        self._no_local_tools(tools)
+        msgs = self._local_messages(messages)
+        params = self._local_params(options)
+        usage_out: dict[str, Any] = {}
+        with self._local_errors():
+            backend = self._local_backend()
+            stream: AsyncIterator[str] = backend.stream(msgs, usage_out=usage_out, **params)
+            async with aclosing(stream):  # type: ignore[type-var]
+                async for delta in stream:
+                    yield StreamChunk(delta=delta)
+        usage = Usage.of(usage_out.get("prompt_tokens"), usage_out.get("completion_tokens"))
+        self._record_usage(usage)
+        yield StreamChunk(finish_reason=usage_out.get("finish_reason") or "stop", usage=usage)
+
+    # ------------------------------------------------------------------ batches
+
+    def supports_batching(self) -> bool:
+        return self._use_local
+
+    async def batch_generate(
+        self,
+        prompts: Iterable[MessagesInput],
+        *,
+        concurrency: int | None = None,
+        return_exceptions: bool = False,
+        progress: bool | Any = False,
+        **options: Any,
+    ) -> list[Any]:
+        """One reply per prompt, in input order. Local mode batches natively
+        (``max_batch_size`` prompts per forward pass); API mode fans out requests."""
+        if not self._use_local:
+            return await super().batch_generate(
+                prompts, concurrency=concurrency, return_exceptions=return_exceptions,
+                progress=progress, **options,
+            )
+        from llmkit.batch import _Progress
+
+        items = list(prompts)
+        results: list[Any] = [None] * len(items)
+        valid: list[tuple[int, list[dict[str, Any]]]] = []
+        for i, prompt in enumerate(items):
+            try:
+                valid.append((i, self._local_messages(prompt)))
+            except LLMError as exc:
+                if not return_exceptions:
+                    raise
+                results[i] = exc
+        params = self._local_params(options)
+        backend = self._local_backend()
+        size = max(1, int(getattr(backend, "max_batch_size", 8)))
+        bar = _Progress(progress, len(items), f"{self.provider} batch")
+        try:
+            for _ in range(len(items) - len(valid)):
+                bar.update()
+            for start in range(0, len(valid), size):
+                chunk = valid[start : start + size]
+                out: list[Any]
+                try:
+                    with self._local_errors():
+                        out = await backend.generate_batch([m for _, m in chunk], **params)
+                except LLMError as exc:
+                    if not return_exceptions:
+                        raise
+                    out = [exc] * len(chunk)
+                for (index, _), res in zip(chunk, out, strict=True):
+                    if isinstance(res, BaseException):
+                        results[index] = res
+                    else:
+                        results[index] = self._local_response(res).content
+                    bar.update()
+        finally:
+            bar.close()
+        return results
+
+    # ------------------------------------------------------------------ caches
+
+    async def build_cache(self, prefix_messages: MessagesInput) -> PromptCache:
+        """Process a conversation prefix once (local mode) for :meth:`generate_with_cache`."""
+        if not self._use_local:
+            raise NotSupportedError(
+                "prompt caches need local mode (base_url='local')", provider=self.provider
+            )
+        msgs = self._local_messages(prefix_messages)
+        with self._local_errors():
+            handle = await self._local_backend().build_cache(msgs)
+        return PromptCache(self.provider, msgs, handle)
+
+    async def generate_with_cache(
+        self, messages: MessagesInput, cache: PromptCache, **options: Any
+    ) -> str:
+        """Generate for ``messages`` (the full conversation, starting with the cached
+        prefix) reusing the prefix's KV cache. Local mode only."""
+        if not self._use_local:
+            raise NotSupportedError(
+                "prompt caches need local mode (base_url='local')", provider=self.provider
+            )
+        if not isinstance(cache, PromptCache) or cache.provider != self.provider:
+            raise InvalidRequestError(
+                "cache must come from this provider's build_cache()", provider=self.provider
+            )
+        msgs = self._local_messages(messages)
+        params = self._local_params(options)
+        with self._local_errors():
+            result = await self._local_backend().generate_with_cache(msgs, cache.handle, **params)
+        return self._local_response(result).content
+
