@@ -239,6 +239,32 @@ def test_factory_snippet_prints_what_its_comment_says(
     assert capsys.readouterr().out.strip() == comment.split("(")[0].strip()
 
 
+def test_errors_snippet_prints_what_its_comments_say(
+    readme_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    block = next(b for b in PYTHON_BLOCKS if b.heading == "Errors")
+    run_block(block)
+    assert capsys.readouterr().out.splitlines() == [
+        "('temperature',)",
+        *["InvalidRequestError invalid_request"] * 3,
+    ]
+
+
+def test_error_table_lists_every_error_class_with_its_type() -> None:
+    import llmkit
+
+    section = README.read_text().split("## Errors")[1].split("\n## ")[0]
+    rows = re.findall(r"^\| `(\w+)` \| `(\w+)` \|", section, flags=re.M)
+    exported = {
+        name: getattr(llmkit, name).type
+        for name in llmkit.__all__
+        if name != "LLMError"
+        and isinstance(getattr(llmkit, name), type)
+        and issubclass(getattr(llmkit, name), llmkit.LLMError)
+    }
+    assert dict(rows) == exported
+
+
 # --------------------------------------------------------------------------- commands
 
 
