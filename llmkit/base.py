@@ -15,6 +15,7 @@ from llmkit.layers import current_call, install
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import Metrics, MetricsRecorder
 from llmkit.options import CallOptions, ClientOptions, Unpack, resolve_options
+from llmkit.ratelimit import RateLimiter
 from llmkit.retry import RetryPolicy
 from llmkit.structured import parse_structured, response_format_payload
 from llmkit.types import (
@@ -76,6 +77,9 @@ class BaseLLM:
         self.config = self._make_config(config, kwargs)
         self._metrics = MetricsRecorder()
         self._limiter = ConcurrencyLimiter(self.config.max_concurrency)
+        self._rate_limiter = RateLimiter(
+            self.config.requests_per_minute, self.config.tokens_per_minute
+        )
         self._retry = RetryPolicy(
             max_retries=self.config.max_retries,
             initial_delay=float(self.config.extra.get("retry_initial_delay", 0.5)),

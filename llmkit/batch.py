@@ -19,10 +19,8 @@ class _Progress:
     def __init__(self, enabled: bool | Any, total: int | None, desc: str) -> None:
         self.bar: Any = None
         if enabled is True:
-            try:
-                from tqdm.auto import tqdm
-            except ImportError:  # pragma: no cover - tqdm is optional
-                return
+            from tqdm.auto import tqdm
+
             self.bar = tqdm(total=total, desc=desc, unit="req")
         elif enabled not in (False, None):
             self.bar = enabled  # a tqdm-like object supplied by the caller

@@ -189,6 +189,8 @@ class LLMConfig(BaseModel):
     timeout: float = Field(default=60.0, gt=0.0)
     max_retries: int = Field(default=2, ge=0)
     max_concurrency: int = Field(default=64, gt=0)
+    requests_per_minute: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
+    tokens_per_minute: float | None = Field(default=None, gt=0.0, allow_inf_nan=False)
     extra: dict[str, Any] = Field(default_factory=dict)
     cache: str | None = None
     """Path of an SQLite reply cache (see :mod:`llmkit.cache`); None: no cache."""

@@ -29,6 +29,7 @@ from llmkit.hooks import Hooks
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
 from llmkit.options import NO_CLIENT_OPTIONS, ClientOptions
+from llmkit.ratelimit import RateLimiter, Ticket
 from llmkit.retry import RetryPolicy
 from llmkit.session import SessionManager, SessionOptions
 from llmkit.streaming import NDJSONParser, SSEParser
@@ -85,6 +86,7 @@ class HTTPTransport:
         retry: RetryPolicy | None = None,
         limiter: ConcurrencyLimiter | None = None,
         metrics: MetricsRecorder | None = None,
+        rate_limiter: RateLimiter | None = None,
         session_options: SessionOptions | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
@@ -98,6 +100,7 @@ class HTTPTransport:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or ConcurrencyLimiter(64)
         self.metrics = metrics or MetricsRecorder()
+        self.rate_limiter = rate_limiter or RateLimiter()
         self.sessions = SessionManager(session_options)
         self.max_response_bytes = max_response_bytes
         self.max_event_bytes = max_event_bytes
@@ -160,9 +163,10 @@ class HTTPTransport:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
                     async with limiter:
+                        ticket = await self.rate_limiter.acquire(json)
                         result = await self._once(
                             method, url, data if upload is None else upload(), headers,
-                            params, tmo, model, parse,
+                            params, tmo, model, parse, ticket,
                         )
                 except LLMError as exc:
                     if not retry or not policy.should_retry(exc, attempt):
@@ -212,12 +216,14 @@ class HTTPTransport:
         timeout: aiohttp.ClientTimeout,
         model: str | None,
         parse: str,
+        ticket: Ticket | None = None,
     ) -> Any:
         session = self.sessions.session_for_running_loop()
         try:
             async with session.request(
                 method, url, data=data, headers=headers, params=params, timeout=timeout
             ) as resp:
+                self.rate_limiter.observe(ticket, resp.headers, resp.status)
                 body = await self._read_bounded(resp)
                 if resp.status >= 400:
                     raise error_from_response(
@@ -233,7 +239,7 @@ class HTTPTransport:
                 if parse == "text":
                     return body.decode(resp.charset or "utf-8", "replace")
                 try:
-                    return orjson.loads(body) if body else None
+                    decoded = orjson.loads(body) if body else None
                 except orjson.JSONDecodeError:
                     ctype = resp.content_type
                     snippet = body[:200].decode("utf-8", "replace")
@@ -243,9 +249,13 @@ class HTTPTransport:
                         provider=self.provider,
                         retryable=False,
                     ) from None
+                if ticket is not None and isinstance(decoded, dict):
+                    self.rate_limiter.correct(ticket, decoded)
+                return decoded
         except LLMError:
             raise
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            self.rate_limiter.observe(ticket, None, None)
             raise map_client_error(exc, self.provider, url, stream=False) from None
 
     async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
@@ -331,7 +341,10 @@ class HTTPTransport:
                 sem = await self.limiter.acquire()
                 resp: aiohttp.ClientResponse | None = None
                 try:
-                    resp = await self._open(method, url, data, headers, model, params, timeout)
+                    ticket = await self.rate_limiter.acquire(json)
+                    resp = await self._open(
+                        method, url, data, headers, model, params, timeout, ticket
+                    )
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
                     finished = False
                     async for chunk in resp.content.iter_any():
@@ -419,6 +432,7 @@ class HTTPTransport:
         model: str | None,
         params: Mapping[str, Any] | None = None,
         timeout: aiohttp.ClientTimeout | None = None,
+        ticket: Ticket | None = None,
     ) -> aiohttp.ClientResponse:
         session = self.sessions.session_for_running_loop()
         try:
@@ -427,7 +441,9 @@ class HTTPTransport:
                 timeout=timeout or self._stream_timeout,
             )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            self.rate_limiter.observe(ticket, None, None)
             raise map_client_error(exc, self.provider, url, stream=False) from None
+        self.rate_limiter.observe(ticket, resp.headers, resp.status)
         if resp.status >= 400:
             try:
                 body = await self._read_bounded(resp)

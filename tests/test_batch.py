@@ -132,11 +132,12 @@ async def test_cancelling_the_caller_cancels_in_flight_requests() -> None:
                     break
                 await asyncio.sleep(0.01)
             assert srv.state.in_flight == 4
+            sent = srv.state.request_count  # the first request went alone, then four at once
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
             seen = srv.state.request_count
-            assert seen == 4
+            assert seen == sent <= 5
             assert llmkit_tasks() == []
             await asyncio.sleep(0.5)  # longer than a request takes
             assert srv.state.request_count == seen  # nothing else was sent

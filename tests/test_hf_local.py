@@ -8,7 +8,6 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,12 +27,16 @@ import sentence_transformers  # noqa: F401
 import torch  # noqa: F401
 import transformers  # noqa: F401
 
-from llmkit.providers.hf_local import LocalBackend, LocalKVCache, LocalResult
+from llmkit.providers.hf_local import (
+    LocalBackend,
+    LocalKVCache,
+    LocalResult,
+    StopScanner,
+    cut_at_stop,
+)
 from tests.local_models import build_tiny_llama, minilm_path
 
 pytestmark = pytest.mark.local
-
-GEN_THREAD = "llmkit-hf-generate"
 
 CANDIDATES: list[list[dict[str, str]]] = [
     [{"role": "user", "content": "Hello world! How are you?"}],
@@ -70,7 +73,11 @@ def backend(tiny_model_path: str) -> Iterator[LocalBackend]:
         embedding_model=minilm_path(),
         max_batch_size=3,
     )
-    asyncio.run(b.load())
+    async def load() -> None:
+        await b.load()
+        await b.load(embeddings=True)
+
+    asyncio.run(load())
     yield b
     asyncio.run(b.aclose())
 
@@ -87,22 +94,6 @@ def long_conv(backend: LocalBackend) -> list[dict[str, str]]:
         raise AssertionError("no candidate prompt produces a long greedy continuation")
 
     return asyncio.run(pick())
-
-
-def _gen_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name == GEN_THREAD]
-
-
-async def _wait_no_gen_threads(timeout: float = 5.0) -> None:
-    for _ in range(int(timeout / 0.01)):
-        if not _gen_threads():
-            break
-        await asyncio.sleep(0.01)
-    assert not _gen_threads(), "generation thread still running"
-
-
-def _non_executor_threads() -> set[threading.Thread]:
-    return {t for t in threading.enumerate() if not t.name.startswith("asyncio_")}
 
 
 def test_import_does_not_load_torch() -> None:
@@ -166,7 +157,6 @@ async def test_stream_matches_generate(backend: LocalBackend, long_conv: Any) ->
     assert usage["prompt_tokens"] == expected.prompt_tokens
     assert usage["completion_tokens"] == expected.completion_tokens == 24
     assert usage["finish_reason"] == "length"
-    await _wait_no_gen_threads(timeout=1.0)
 
 
 async def test_stream_yields_while_generating(backend: LocalBackend, long_conv: Any) -> None:
@@ -178,30 +168,36 @@ async def test_stream_yields_while_generating(backend: LocalBackend, long_conv: 
     assert stamps[-1] - stamps[0] > 0
 
 
-async def test_stream_close_stops_thread(backend: LocalBackend, long_conv: Any) -> None:
-    baseline = _non_executor_threads()
+async def _wait_rows(backend: LocalBackend, rows: int, timeout: float = 5.0) -> None:
+    for _ in range(int(timeout / 0.005)):
+        if backend.engine.active_rows == rows:
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"{backend.engine.active_rows} rows decoding, expected {rows}")
+
+
+async def _wait_idle(backend: LocalBackend) -> None:
+    await _wait_rows(backend, 0)
+
+
+async def test_stream_close_frees_its_row(backend: LocalBackend, long_conv: Any) -> None:
     agen = backend.stream(long_conv, max_new_tokens=4000, temperature=0)
     async with contextlib.aclosing(agen):
         async for _ in agen:
-            assert _gen_threads()
+            await _wait_rows(backend, 1)
             break
-    # aclose() joined the generation thread before returning.
-    assert not _gen_threads()
-    assert _non_executor_threads() == baseline
+    await _wait_idle(backend)
 
 
-async def test_stream_break_without_aclose_stops_thread(
+async def test_stream_break_without_aclose_frees_its_row(
     backend: LocalBackend, long_conv: Any
 ) -> None:
-    baseline = _non_executor_threads()
     async for _ in backend.stream(long_conv, max_new_tokens=4000, temperature=0):
         break
-    await _wait_no_gen_threads()
-    assert _non_executor_threads() == baseline
+    await _wait_idle(backend)
 
 
-async def test_stream_cancel_stops_thread(backend: LocalBackend, long_conv: Any) -> None:
-    baseline = _non_executor_threads()
+async def test_stream_cancel_frees_its_row(backend: LocalBackend, long_conv: Any) -> None:
     got_first = asyncio.Event()
 
     async def consume() -> None:
@@ -213,8 +209,7 @@ async def test_stream_cancel_stops_thread(backend: LocalBackend, long_conv: Any)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    assert not _gen_threads()
-    assert _non_executor_threads() == baseline
+    await _wait_idle(backend)
 
 
 async def test_generate_cancel_returns_quickly(backend: LocalBackend, long_conv: Any) -> None:
@@ -225,6 +220,7 @@ async def test_generate_cancel_returns_quickly(backend: LocalBackend, long_conv:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert time.perf_counter() - started < 2.0
+    await _wait_idle(backend)
 
 
 async def test_event_loop_stays_responsive(backend: LocalBackend, long_conv: Any) -> None:
@@ -249,10 +245,24 @@ async def test_event_loop_stays_responsive(backend: LocalBackend, long_conv: Any
         [*PREFIX, {"role": "user", "content": "Hello"}], cache, max_new_tokens=16, temperature=0
     )
     await backend.embed(["a sentence to embed"] * 16)
+
+    async def stream_all(conv: Any) -> None:
+        async for _ in backend.stream(conv, max_new_tokens=32, temperature=0):
+            pass
+
+    await asyncio.gather(  # 28 generations (3 rows decode at a time here) and 64 embeddings
+        *(backend.generate(c, max_new_tokens=32, temperature=0) for c in CANDIDATES * 2),
+        *(stream_all(c) for c in CANDIDATES * 2),
+        *(backend.embed([f"sentence {i} to embed"]) for i in range(64)),
+    )
     stop.set()
     await tick
     assert len(lags) > 20
-    assert max(lags) < 0.05, f"event loop lag {max(lags) * 1000:.1f} ms"
+    lags.sort()
+    p95 = lags[int(len(lags) * 0.95)]
+    # The bound is 20 ms; the maximum gets slack for a loaded machine's scheduling.
+    assert p95 < 0.02, f"event loop lag p95 {p95 * 1000:.1f} ms"
+    assert lags[-1] < 0.1, f"event loop lag {lags[-1] * 1000:.1f} ms"
 
 
 async def test_batch_equals_one_by_one(backend: LocalBackend) -> None:
@@ -360,6 +370,8 @@ def test_invalid_arguments(tiny_model_path: str) -> None:
         LocalBackend(tiny_model_path, dtype="float8")
     with pytest.raises(ValueError):
         LocalBackend(tiny_model_path, max_batch_size=0)
+    with pytest.raises(ValueError):
+        LocalBackend(tiny_model_path, embed_batch_size=0)
 
 
 async def test_concurrent_first_use_loads_once(tiny_model_path: str) -> None:
@@ -375,3 +387,128 @@ async def test_concurrent_first_use_loads_once(tiny_model_path: str) -> None:
         assert b._lm is first
     finally:
         await b.aclose()
+
+
+# ------------------------------------------------------------------ batching engine
+
+
+async def test_concurrent_generates_share_forward_passes(backend: LocalBackend) -> None:
+    convs = [[{"role": "user", "content": f"Hello world number {i}"}] for i in range(8)]
+    singles = [await backend.generate(c, max_new_tokens=16, temperature=0) for c in convs]
+    before = backend.engine.forward_passes
+    together = await asyncio.gather(
+        *(backend.generate(c, max_new_tokens=16, temperature=0) for c in convs)
+    )
+    passes = backend.engine.forward_passes - before
+    assert together == singles
+    one_at_a_time = sum(r.completion_tokens for r in singles)  # one pass per token each
+    rounds = -(-len(convs) // backend.max_batch_size)  # rows decode max_batch_size at a time
+    assert passes <= rounds * max(r.completion_tokens for r in singles) + len(convs)
+    assert passes < one_at_a_time / 2
+
+
+async def test_mixed_options_in_one_batch_equal_unbatched(
+    backend: LocalBackend, long_conv: Any
+) -> None:
+    full = await backend.generate(long_conv, max_new_tokens=24, temperature=0)
+    stop = full.text[5:7]
+    calls: list[tuple[Any, dict[str, Any]]] = [
+        (long_conv, {"max_new_tokens": 24, "temperature": 0}),
+        (long_conv, {"max_new_tokens": 5, "temperature": 0}),
+        (long_conv, {"max_new_tokens": 24, "temperature": 0, "stop": [stop]}),
+        (CANDIDATES[2], {"max_new_tokens": 20, "temperature": 0}),
+        (long_conv, {"max_new_tokens": 16, "temperature": 1.0, "seed": 11}),
+        (CANDIDATES[3], {"max_new_tokens": 16, "temperature": 0.8, "top_p": 0.9, "seed": 5}),
+    ]
+    alone = [await backend.generate(conv, **kw) for conv, kw in calls]
+    batched = await asyncio.gather(*(backend.generate(conv, **kw) for conv, kw in calls))
+    assert batched == alone
+    assert alone[1].completion_tokens == 5 and alone[1].finish_reason == "length"
+    assert alone[2].finish_reason == "stop" and alone[2].text == full.text[: full.text.find(stop)]
+
+
+async def test_request_joining_a_running_batch(backend: LocalBackend, long_conv: Any) -> None:
+    expected = await backend.generate(CANDIDATES[3], max_new_tokens=12, temperature=0)
+    long_one = asyncio.create_task(backend.generate(long_conv, max_new_tokens=200, temperature=0))
+    await _wait_rows(backend, 1)
+    joined = await backend.generate(CANDIDATES[3], max_new_tokens=12, temperature=0)
+    assert not long_one.done()
+    assert joined == expected
+    assert (await long_one).completion_tokens >= 1
+
+
+async def test_cancelled_stream_leaves_the_others_intact(
+    backend: LocalBackend, long_conv: Any
+) -> None:
+    convs = [long_conv, *CANDIDATES[1:5]]
+    expected = [await backend.generate(c, max_new_tokens=32, temperature=0) for c in convs]
+    first_delta = asyncio.Event()
+
+    async def consume(conv: Any) -> str:
+        out = ""
+        async for delta in backend.stream(conv, max_new_tokens=32, temperature=0):
+            out += delta
+        return out
+
+    async def victim() -> None:
+        async for _ in backend.stream(long_conv, max_new_tokens=4000, temperature=0):
+            first_delta.set()
+
+    doomed = asyncio.create_task(victim())
+    others = [asyncio.create_task(consume(c)) for c in convs]
+    await asyncio.wait_for(first_delta.wait(), timeout=10)
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    assert await asyncio.gather(*others) == [r.text for r in expected]
+    await _wait_idle(backend)
+
+
+async def test_concurrent_embeds_share_encoder_calls(backend: LocalBackend) -> None:
+    texts = [f"sentence number {i} about foxes and caches" for i in range(48)]
+    reference = await backend.embed(texts)
+    before = backend.embedder.encoder_calls
+    singles = await asyncio.gather(*(backend.embed([t]) for t in texts))
+    calls = backend.embedder.encoder_calls - before
+    assert calls <= 4 < len(texts)
+    for (one,), ref in zip(singles, reference, strict=True):
+        assert max(abs(a - b) for a, b in zip(one, ref, strict=True)) < 1e-5
+    normed, plain = await asyncio.gather(
+        backend.embed(texts[:2], normalize=True), backend.embed(texts[:2], normalize=False)
+    )
+    for mine, ref in zip(plain, reference[:2], strict=True):
+        assert mine == pytest.approx(ref, abs=1e-5)
+    for v in normed:
+        assert math.isclose(math.sqrt(sum(x * x for x in v)), 1.0, rel_tol=1e-5)
+
+
+def test_stop_scanner_matches_cut_at_stop_for_any_split() -> None:
+    import random
+
+    rng = random.Random(0)
+    alphabet = "ab<>/ \n"
+    for _ in range(300):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        stops = ["".join(rng.choice(alphabet) for _ in range(rng.randint(1, 4))) for _ in range(2)]
+        scanner = StopScanner(stops)
+        sent = ""
+        i = 0
+        while i < len(text) and not scanner.stopped:
+            step = rng.randint(1, 5)
+            sent += scanner.feed(text[i : i + step])
+            i += step
+        sent += scanner.flush()
+        assert (sent, scanner.stopped) == cut_at_stop(text, stops), (text, stops)
+
+
+def test_stop_scanner_is_linear() -> None:
+    def scan(pieces: int) -> float:
+        scanner = StopScanner(["</answer>", "\n\nUser:"])
+        started = time.perf_counter()
+        for _ in range(pieces):
+            scanner.feed("token ")
+        return time.perf_counter() - started
+
+    scan(1000)
+    small, large = min(scan(5_000) for _ in range(3)), min(scan(50_000) for _ in range(3))
+    assert large < small * 10 * 3  # 10x the text, about 10x the time (quadratic: ~100x)

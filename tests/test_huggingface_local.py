@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from pathlib import Path
@@ -13,7 +15,12 @@ from pathlib import Path
 import pytest
 
 from llmkit.base import PromptCache
-from llmkit.errors import InvalidRequestError, ModelNotFoundError, NotSupportedError
+from llmkit.errors import (
+    ConfigError,
+    ContextLengthError,
+    InvalidRequestError,
+    NotSupportedError,
+)
 from llmkit.providers.huggingface import HuggingFaceLLM
 from tests.local_models import build_tiny_llama, minilm_path
 
@@ -147,12 +154,109 @@ async def test_info_health_and_switching(tiny_model: str) -> None:
             await llm.generate("hi", top_p=0.0, temperature=0.5)
 
 
-async def test_missing_local_model_is_typed(tmp_path: Path) -> None:
+async def test_missing_local_model_is_a_fast_config_error(tmp_path: Path) -> None:
     async with HuggingFaceLLM(model=str(tmp_path / "nope"), base_url="local") as llm:
-        with pytest.raises(ModelNotFoundError) as info:
+        for call in (llm.generate("hi", max_tokens=2), llm.embed("hi")):
+            started = time.perf_counter()
+            with pytest.raises(ConfigError) as info:
+                await call
+            assert time.perf_counter() - started < 1.0
+            assert info.value.provider == "huggingface"
+            assert str(tmp_path / "nope") in info.value.message
+
+
+async def test_uncached_hub_id_fails_without_contacting_the_hub(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens: a try would hang or fail
+    async with HuggingFaceLLM(model="llmkit-tests/no-such-model", base_url="local") as llm:
+        started = time.perf_counter()
+        with pytest.raises(ConfigError, match="never downloads"):
             await llm.generate("hi", max_tokens=2)
-    assert info.value.provider == "huggingface"
-    assert "nope" in info.value.message
+        assert time.perf_counter() - started < 1.0
+
+
+def _minilm_without_weights(directory: Path) -> Path:
+    """MiniLM's configuration and tokenizer files, next to unreadable weights."""
+    directory.mkdir()
+    for item in Path(minilm_path()).iterdir():
+        if item.is_file() and item.suffix in (".json", ".txt"):
+            (directory / item.name).write_bytes(item.read_bytes())
+    (directory / "model.safetensors").write_bytes(b"not weights")
+    return directory
+
+
+async def test_embedding_model_asked_to_generate(tmp_path: Path) -> None:
+    # The weights cannot be read: the kind check has to come before any loading.
+    fake = _minilm_without_weights(tmp_path / "minilm-no-weights")
+    async with HuggingFaceLLM(model=str(fake), base_url="local") as llm:
+        started = time.perf_counter()
+        with pytest.raises(NotSupportedError, match="embedding model") as info:
+            await llm.generate("hi", max_tokens=2)
+        assert time.perf_counter() - started < 1.0
+        assert str(fake) in info.value.message
+
+
+async def test_causal_lm_asked_to_embed(tiny_model: str) -> None:
+    async with HuggingFaceLLM(model=tiny_model, base_url="local", extra={"device": "cpu"}) as llm:
+        with pytest.raises(NotSupportedError, match="not an embedding model"):
+            await llm.embed("hi")
+
+
+async def test_directory_that_is_no_model(tmp_path: Path) -> None:
+    async with HuggingFaceLLM(model=str(tmp_path), base_url="local") as llm:
+        with pytest.raises(ConfigError, match=r"no config\.json"):
+            await llm.generate("hi", max_tokens=2)
+
+
+async def test_prompt_longer_than_the_model_is_a_context_length_error(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    short = str(build_tiny_llama(tmp_path_factory.mktemp("short"), max_position_embeddings=32))
+    async with HuggingFaceLLM(model=short, base_url="local", extra={"device": "cpu"}) as llm:
+        assert await llm.generate("hi", max_tokens=2, temperature=0.0)
+        # Generation stops at the last position the model has.
+        replies = [
+            await llm.chat(prompt, max_tokens=100, temperature=0.0)
+            for prompt in ("the quick brown fox", "Hello world", "Numbers 1 2 3", "A journey")
+        ]
+        totals = [r.usage.prompt_tokens + r.usage.completion_tokens for r in replies]
+        assert all(total <= 32 for total in totals)
+        assert any(r.finish_reason == "length" and t == 32 for r, t in zip(replies, totals, strict=True))
+        with pytest.raises(ContextLengthError, match="maximum is 32"):
+            await llm.generate("the quick brown fox " * 20, max_tokens=2)
+        deltas: list[str] = []
+        with pytest.raises(ContextLengthError):
+            async for delta in llm.generate_stream("the quick brown fox " * 20, max_tokens=2):
+                deltas.append(delta)
+        assert deltas == []
+
+
+async def test_max_concurrency_bounds_local_calls(tiny_model: str) -> None:
+    async with HuggingFaceLLM(
+        model=tiny_model, base_url="local", max_concurrency=2, extra={"device": "cpu"}
+    ) as llm:
+        await llm.health_check()
+        engine = llm._local_backend().engine
+        peak = 0
+
+        async def watch() -> None:
+            nonlocal peak
+            while True:
+                peak = max(peak, engine.active_rows)
+                await asyncio.sleep(0.001)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            replies = await asyncio.gather(
+                *(llm.generate(f"Hello {i}", max_tokens=16, temperature=0.0) for i in range(8))
+            )
+        finally:
+            watcher.cancel()
+        assert len(replies) == 8
+        assert 1 <= peak <= 2
 
 
 def test_api_mode_does_not_import_torch() -> None:

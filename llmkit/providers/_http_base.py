@@ -58,6 +58,7 @@ class HTTPProvider(BaseLLM):
             retry=self._retry,
             limiter=self._limiter,
             metrics=self._metrics,
+            rate_limiter=self._rate_limiter,
             session_options=SessionOptions(
                 limit=int(extra.get("connection_limit", max(100, self.config.max_concurrency))),
                 verify_ssl=bool(extra.get("verify_ssl", True)),

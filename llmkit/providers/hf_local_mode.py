@@ -1,13 +1,17 @@
 """Local mode of :class:`~llmkit.providers.huggingface.HuggingFaceLLM` (``base_url="local"``
 or ``set_use_local(True)``): the hand-off to :class:`llmkit.providers.hf_local.LocalBackend`
 (transformers and sentence-transformers, imported only when local mode is first used),
-local batches and prompt caches."""
+prompt caches. Concurrent local calls are batched together by the backend (a batch of
+prompts is the base fan-out of ``generate()`` calls); ``max_concurrency`` bounds them like
+HTTP requests. Options from ``extra``: ``device``, ``dtype``, ``trust_remote_code``
+(default False), ``embedding_model``, ``normalize_embeddings``, ``max_batch_size`` (rows
+decoding together), ``embed_batch_size`` (texts per encoder mini-batch)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import aclosing, contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["HFLocalMode"]
 
 _LOCAL_OPTIONS = ("device", "dtype", "trust_remote_code", "embedding_model",
-                  "normalize_embeddings", "max_batch_size")
+                  "normalize_embeddings", "max_batch_size", "embed_batch_size")
 
 
 class HFLocalMode(OpenAICompatible):
@@ -126,8 +130,9 @@ class HFLocalMode(OpenAICompatible):
         self._no_local_tools(tools)
         msgs = self._local_messages(messages)
         params = self._local_params(options)
-        with self._local_errors():
-            result = await self._local_backend().generate(msgs, **params)
+        async with self._limiter:
+            with self._local_errors():
+                result = await self._local_backend().generate(msgs, **params)
         return self._local_response(result, response_format)
 
     def _local_response(self, result: Any, response_format: Any = None) -> ChatResponse:
@@ -147,12 +152,13 @@ class HFLocalMode(OpenAICompatible):
         msgs = self._local_messages(messages)
         params = self._local_params(options)
         usage_out: dict[str, Any] = {}
-        with self._local_errors():
-            backend = self._local_backend()
-            stream: AsyncIterator[str] = backend.stream(msgs, usage_out=usage_out, **params)
-            async with aclosing(stream):  # type: ignore[type-var]
-                async for delta in stream:
-                    yield StreamChunk(delta=delta)
+        async with self._limiter:
+            with self._local_errors():
+                backend = self._local_backend()
+                stream: AsyncIterator[str] = backend.stream(msgs, usage_out=usage_out, **params)
+                async with aclosing(stream):  # type: ignore[type-var]
+                    async for delta in stream:
+                        yield StreamChunk(delta=delta)
         usage = Usage.of(usage_out.get("prompt_tokens"), usage_out.get("completion_tokens"))
         self._record_usage(usage)
         yield StreamChunk(finish_reason=usage_out.get("finish_reason") or "stop", usage=usage)
@@ -161,61 +167,6 @@ class HFLocalMode(OpenAICompatible):
 
     def supports_batching(self) -> bool:
         return self._use_local
-
-    async def batch_generate(
-        self,
-        prompts: Iterable[MessagesInput],
-        *,
-        concurrency: int | None = None,
-        return_exceptions: bool = False,
-        progress: bool | Any = False,
-        **options: Any,
-    ) -> list[Any]:
-        """One reply per prompt, in input order. Local mode batches natively
-        (``max_batch_size`` prompts per forward pass); API mode fans out requests."""
-        if not self._use_local:
-            return await super().batch_generate(
-                prompts, concurrency=concurrency, return_exceptions=return_exceptions,
-                progress=progress, **options,
-            )
-        from llmkit.batch import _Progress
-
-        items = list(prompts)
-        results: list[Any] = [None] * len(items)
-        valid: list[tuple[int, list[dict[str, Any]]]] = []
-        for i, prompt in enumerate(items):
-            try:
-                valid.append((i, self._local_messages(prompt)))
-            except LLMError as exc:
-                if not return_exceptions:
-                    raise
-                results[i] = exc
-        params = self._local_params(options)
-        backend = self._local_backend()
-        size = max(1, int(getattr(backend, "max_batch_size", 8)))
-        bar = _Progress(progress, len(items), f"{self.provider} batch")
-        try:
-            for _ in range(len(items) - len(valid)):
-                bar.update()
-            for start in range(0, len(valid), size):
-                chunk = valid[start : start + size]
-                out: list[Any]
-                try:
-                    with self._local_errors():
-                        out = await backend.generate_batch([m for _, m in chunk], **params)
-                except LLMError as exc:
-                    if not return_exceptions:
-                        raise
-                    out = [exc] * len(chunk)
-                for (index, _), res in zip(chunk, out, strict=True):
-                    if isinstance(res, BaseException):
-                        results[index] = res
-                    else:
-                        results[index] = self._local_response(res).content
-                    bar.update()
-        finally:
-            bar.close()
-        return results
 
     # ------------------------------------------------------------------ caches
 
@@ -226,8 +177,9 @@ class HFLocalMode(OpenAICompatible):
                 "prompt caches need local mode (base_url='local')", provider=self.provider
             )
         msgs = self._local_messages(prefix_messages)
-        with self._local_errors():
-            handle = await self._local_backend().build_cache(msgs)
+        async with self._limiter:
+            with self._local_errors():
+                handle = await self._local_backend().build_cache(msgs)
         return PromptCache(self.provider, msgs, handle)
 
     async def generate_with_cache(
@@ -245,7 +197,10 @@ class HFLocalMode(OpenAICompatible):
             )
         msgs = self._local_messages(messages)
         params = self._local_params(options)
-        with self._local_errors():
-            result = await self._local_backend().generate_with_cache(msgs, cache.handle, **params)
+        async with self._limiter:
+            with self._local_errors():
+                result = await self._local_backend().generate_with_cache(
+                    msgs, cache.handle, **params
+                )
         return self._local_response(result).content
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from llmkit.base import parse_structured, response_format_payload
 from llmkit.errors import InvalidRequestError, StreamError, error_from_payload
+from llmkit.stop_sequences import StopScanner
 from llmkit.streaming import SSEEvent
 from llmkit.transport import HTTPTransport
 from llmkit.types import ChatResponse, Message, StreamChunk, Usage
@@ -173,17 +174,6 @@ def generate_body(
     return {"inputs": render_prompt(messages), "parameters": params}, stops, model_cls
 
 
-def stop_hold(text: str, stops: Sequence[str]) -> int:
-    """How many trailing characters of ``text`` might start a stop sequence."""
-    hold = 0
-    for s in stops:
-        for k in range(min(len(s), len(text)), 0, -1):
-            if text.endswith(s[:k]):
-                hold = max(hold, k)
-                break
-    return hold
-
-
 def cut_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
@@ -270,19 +260,19 @@ async def generate_stream_chunks(
     stop sequence and cut at one; the last chunk has ``finish_reason`` and ``usage``."""
     text = ""
     sent = 0
+    scanner = StopScanner(stops)  # linear: each token is searched with a short tail only
     async for obj in events:
         if obj is None:
             continue
         token = obj.get("token") or {}
-        if not token.get("special"):
-            text += str(token.get("text") or "")
+        piece = "" if token.get("special") else str(token.get("text") or "")
+        text += piece
         final = obj.get("generated_text")
         if final is None:
-            visible, hit = cut_stop(text, stops)
-            upto = len(visible) if hit else len(text) - stop_hold(text, stops)
-            if upto > sent:
-                yield StreamChunk(delta=text[sent:upto], raw=obj)
-                sent = upto
+            delta = scanner.feed(piece)
+            if delta:
+                yield StreamChunk(delta=delta, raw=obj)
+                sent += len(delta)
             continue
         details = obj.get("details") or {}
         full, _ = cut_stop(str(final), stops) if stops else (str(final), False)

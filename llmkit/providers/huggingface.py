@@ -222,8 +222,9 @@ class HuggingFaceLLM(HFServerAPI):
             items = _check_texts(texts)
             if not items:
                 return []
-            with self._local_errors():
-                return await self._local_backend().embed(items)
+            async with self._limiter:
+                with self._local_errors():
+                    return await self._local_backend().embed(items)
         return await super().embed_batch(texts)
 
     async def _embed_request(self, texts: list[str]) -> list[list[float]]:

@@ -19,7 +19,7 @@ __all__ = [
 ]
 
 # What a field of an unexpected type raises while a response or chunk is decoded.
-SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError)
+SHAPE_ERRORS = (AttributeError, TypeError, KeyError, IndexError, ValueError, OverflowError)
 
 
 def _count(value: Any) -> int:

@@ -1,0 +1,346 @@
+"""Distributed batch on a Ray cluster (``pip install 'llmkit[ray]'``).
+
+:func:`run_batch` spreads a prompts file (or a Ray Dataset) over actors that each hold one
+llmkit instance built from the config. One rate-limiter actor holds the limits for the
+whole cluster: every request of every actor reserves its turn there first, and a 429 seen
+by any actor pauses all of them (the limiter's arithmetic is :mod:`llmkit.ratelimit`'s).
+Records are written as they arrive in the CLI's batch format (:mod:`llmkit.batchfile`), so
+an interrupted run resumes where it stopped.
+
+This module imports Ray; ``import llmkit`` does not import this module.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from llmkit.batch import fan_out
+from llmkit.batchfile import (
+    BatchFileError,
+    Prompt,
+    compact,
+    done_indexes,
+    make_record,
+    open_output,
+    parse_prompt,
+    prompt_hash,
+    read_prompts,
+    read_records,
+)
+from llmkit.config import LLMConfig
+from llmkit.errors import LLMError
+from llmkit.ratelimit import Feedback, LimiterState, Ticket
+from llmkit.registry import _resolve
+
+__all__ = ["BatchResult", "RayLimiterBackend", "run_batch"]
+
+# While the limiter knows no limit (no rate, no pause), an actor may send for this long
+# without asking it: the bound on how late a new limit or a pause reaches every actor.
+LEASE_SECONDS = 0.1
+
+
+@ray.remote(num_cpus=0)
+class RateLimiterActor:
+    """The cluster's one :class:`~llmkit.ratelimit.LimiterState` (an async actor: a
+    caller held behind the first request or a pause waits here, without polling)."""
+
+    def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
+        self.state = LimiterState(requests_per_minute, tokens_per_minute)
+
+    async def reserve(self, tokens: float) -> tuple[float, Ticket, float]:
+        """``(wait, ticket, lease)``: while nothing limits the cluster, the caller may send
+        for ``lease`` seconds without asking again."""
+        import asyncio
+
+        while True:
+            now = time.monotonic()
+            wait, ticket = self.state.reserve(tokens, now)
+            if ticket is not None:
+                return wait, ticket, LEASE_SECONDS if self._unlimited(now) else 0.0
+            await asyncio.sleep(wait)
+
+    def _unlimited(self, now: float) -> bool:
+        state = self.state
+        return (
+            state.informed
+            and now >= state.paused_until
+            and state.requests.rate is None
+            and state.tokens.rate is None
+        )
+
+    async def wait_left(self, ticket: Ticket) -> float | None:
+        return self.state.wait_left(ticket, time.monotonic())
+
+    async def observe(self, ticket: Ticket | None, feedback: Feedback | None) -> None:
+        self.state.observe(ticket, feedback, time.monotonic())
+
+    async def correct(self, ticket: Ticket, tokens: float) -> None:
+        self.state.correct(ticket, tokens)
+
+    async def stats(self) -> dict[str, Any]:
+        return {"pauses": self.state.pauses, "requests_rate": self.state.requests.rate}
+
+
+class RayLimiterBackend:
+    """A :class:`~llmkit.ratelimit.RateLimitBackend` that asks a :class:`RateLimiterActor`.
+    Answers that carry nothing about limits are not sent, to keep the actor's load low."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+        self.informed = False
+        self.lease_until = 0.0
+
+    @property
+    def counts_tokens(self) -> bool:
+        return True  # the limiter is elsewhere: always send an estimate
+
+    async def reserve(self, tokens: float) -> tuple[float, Ticket | None]:
+        if time.monotonic() < self.lease_until:
+            return 0.0, Ticket(0.0, tokens, 0.0, 0.0, -1, estimate=tokens)
+        wait, ticket, lease = await self.actor.reserve.remote(tokens)
+        if lease:
+            self.lease_until = time.monotonic() + lease
+        return wait, ticket
+
+    async def wait_left(self, ticket: Ticket) -> float | None:
+        left: float | None = await self.actor.wait_left.remote(ticket)
+        return left
+
+    def observe(self, ticket: Ticket | None, feedback: Feedback | None) -> None:
+        says_something = feedback is not None and (
+            feedback.status == 429 or feedback.requests is not None or feedback.tokens is not None
+        )
+        if says_something or not self.informed:
+            self.informed = True
+            if says_something:
+                self.lease_until = 0.0  # limits: ask before each request again
+            self.actor.observe.remote(None if ticket is not None and ticket.epoch < 0 else ticket, feedback)
+
+    def correct(self, ticket: Ticket, tokens: float) -> None:
+        if ticket.estimate > 0 and ticket.epoch >= 0:
+            self.actor.correct.remote(ticket, tokens)
+
+
+@ray.remote
+class BatchWorker:
+    """Holds one llmkit instance; answers chunks of prompts into batch records."""
+
+    def __init__(self, config: LLMConfig, limiter: Any, provider: str, model: str) -> None:
+        from llmkit.registry import create_llm
+
+        self.llm = create_llm(config)
+        self.llm._rate_limiter.backend = RayLimiterBackend(limiter)
+        self.provider, self.model = provider, model
+
+    async def run(self, prompts: list[Prompt]) -> list[dict[str, Any]]:
+        results = await fan_out(
+            self.llm.chat,
+            [p.payload for p in prompts],
+            concurrency=max(1, len(prompts)),
+            return_exceptions=True,
+        )
+        return [make_record(p, self.provider, self.model, r) for p, r in zip(prompts, results, strict=True)]
+
+    async def close(self) -> None:
+        await self.llm.aclose()
+
+
+@dataclass
+class BatchResult:
+    """What a run did. ``dataset`` holds the rows when no output file was given."""
+
+    provider: str
+    model: str
+    total: int
+    answered: int
+    failed: int
+    already_done: int
+    seconds: float
+    output: Path | None = None
+    dataset: Any = None
+
+    def summary(self) -> str:
+        return (
+            f"{self.provider} {self.model}: {self.answered} answered, {self.failed} failed, "
+            f"{self.already_done} already done ({self.total} prompts)"
+        )
+
+
+def _prompts(source: Any) -> list[Prompt]:
+    if isinstance(source, str | os.PathLike):
+        return read_prompts(source)
+    if hasattr(source, "iter_rows"):  # a ray.data.Dataset
+        prompts = []
+        for n, row in enumerate(source.iter_rows()):
+            text, payload = parse_prompt(dict(row), f"dataset row {n}")
+            prompts.append(Prompt(n, text, payload, prompt_hash(payload)))
+        return prompts
+    raise BatchFileError(f"source must be a JSONL path or a Ray Dataset, not {type(source).__name__}")
+
+
+def _config(config: LLMConfig | dict[str, Any], concurrency: int) -> LLMConfig:
+    cfg = config if isinstance(config, LLMConfig) else LLMConfig.for_provider(config)
+    # the limits live in the limiter actor; each instance keeps its own in-flight bound
+    return cfg.model_copy(
+        update={"max_concurrency": concurrency, "requests_per_minute": None, "tokens_per_minute": None}
+    )
+
+
+def _connect(address: str | None) -> bool:
+    """Start or join Ray unless already connected; True when this call started it."""
+    if ray.is_initialized():
+        return False
+    if address is None:
+        ray.init(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=False)
+    else:
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
+    return True
+
+
+def run_batch(
+    source: str | os.PathLike[str] | Any,
+    config: LLMConfig | dict[str, Any],
+    *,
+    output: str | os.PathLike[str] | None,
+    actors: int = 2,
+    concurrency_per_actor: int = 16,
+    num_gpus_per_actor: float = 0,
+    requests_per_minute: float | None = None,
+    tokens_per_minute: float | None = None,
+    resume: bool = True,
+    force: bool = False,
+    progress: bool = True,
+    address: str | None = None,
+    num_cpus_per_actor: float = 0,
+) -> BatchResult:
+    """Answer every prompt of ``source`` on Ray actors; see the module docstring.
+
+    ``output``: a JSONL file (rows written as they arrive, then sorted by index; with
+    ``resume`` the rows already answered are skipped, and a file of another provider,
+    model or prompts file is refused unless ``force``), or ``None`` for a Ray Dataset in
+    ``BatchResult.dataset``. ``requests_per_minute`` / ``tokens_per_minute`` (default: the
+    config's) bind the whole cluster. ``address``: Ray's (``"auto"``, ``"ray://host:10001"``);
+    ``None`` joins the Ray already initialised in this process, or starts a local one.
+    """
+    if actors < 1 or concurrency_per_actor < 1:
+        raise BatchFileError("actors and concurrency_per_actor must be >= 1")
+    user_config = config if isinstance(config, LLMConfig) else LLMConfig.for_provider(config)
+    cfg = _config(user_config, concurrency_per_actor)
+    rpm = requests_per_minute if requests_per_minute is not None else user_config.requests_per_minute
+    tpm = tokens_per_minute if tokens_per_minute is not None else user_config.tokens_per_minute
+    provider, model = cfg.provider, cfg.model
+    _resolve(provider)  # an unknown provider fails here, not in every actor
+    prompts = _prompts(source)
+    if not prompts:
+        raise BatchFileError(f"{source if isinstance(source, str | os.PathLike) else 'the dataset'} holds no prompts")
+    out_path = Path(output) if output is not None else None
+    done: set[int] = set()
+    if out_path is not None:
+        if resume:
+            records = read_records(out_path)
+            done = done_indexes(
+                prompts, records, provider=provider, model=model, output=str(out_path), force=force
+            )
+        elif out_path.exists():
+            out_path.unlink()
+    todo = [p for p in prompts if p.index not in done]
+    started_ray = _connect(address)
+    started = time.perf_counter()
+    try:
+        rows, failed = _run(todo, cfg, provider, model, out_path, actors, concurrency_per_actor,
+                            num_gpus_per_actor, num_cpus_per_actor, rpm, tpm, progress)
+    finally:
+        if started_ray:
+            ray.shutdown()
+    seconds = time.perf_counter() - started
+    result = BatchResult(provider, model, len(prompts), len(todo) - failed, failed, len(done), seconds)
+    if out_path is not None:
+        compact(out_path, prompts)
+        result.output = out_path
+    else:
+        from ray.data import from_items
+
+        result.dataset = from_items(sorted(rows, key=lambda r: r["index"]))
+    return result
+
+
+def _run(
+    todo: Sequence[Prompt],
+    cfg: LLMConfig,
+    provider: str,
+    model: str,
+    out_path: Path | None,
+    actors: int,
+    concurrency: int,
+    num_gpus: float,
+    num_cpus: float,
+    rpm: float | None,
+    tpm: float | None,
+    progress: bool,
+) -> tuple[list[dict[str, Any]], int]:
+    """Send chunks to the actors (two each in flight) and write records as they arrive."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    limiter = RateLimiterActor.remote(rpm, tpm)  # type: ignore[attr-defined]
+    workers = [
+        BatchWorker.options(  # type: ignore[attr-defined]
+            num_cpus=num_cpus, num_gpus=num_gpus, scheduling_strategy="SPREAD"
+        ).remote(cfg, limiter, provider, model)
+        for _ in range(actors)
+    ]
+    chunks: Iterable[list[Prompt]] = iter(
+        [list(todo[i : i + concurrency]) for i in range(0, len(todo), concurrency)]
+    )
+    pending: dict[Any, Any] = {}
+
+    def submit(worker: Any) -> None:
+        chunk = next(chunks, None)  # type: ignore[call-overload]
+        if chunk is not None:
+            pending[worker.run.remote(chunk)] = worker
+
+    rows: list[dict[str, Any]] = []
+    failed = 0
+    bar = tqdm(total=len(todo), desc=f"{provider} batch on ray", unit="req") if progress else None
+    out = open_output(out_path) if out_path is not None else None
+    try:
+        for worker in workers:
+            submit(worker)
+            submit(worker)
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            worker = pending.pop(ready[0])
+            try:
+                records: list[dict[str, Any]] = ray.get(ready[0])
+            except ray.exceptions.RayError as exc:
+                raise LLMError(f"a Ray batch actor failed: {type(exc).__name__}: {exc}") from None
+            submit(worker)
+            failed += sum("error" in r for r in records)
+            if out is not None:
+                out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+                out.flush()
+            else:
+                rows.extend(records)
+            if bar is not None:
+                bar.update(len(records))
+    finally:
+        if bar is not None:
+            bar.close()
+        if out is not None:
+            out.close()
+        try:
+            ray.get([w.close.remote() for w in workers], timeout=30)
+        except ray.exceptions.RayError:
+            pass
+        for actor in [*workers, limiter]:
+            ray.kill(actor)
+    return rows, failed
