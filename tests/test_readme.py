@@ -295,21 +295,25 @@ def test_readme_test_command_is_what_ci_runs() -> None:
 
 
 def test_extras_table_matches_pyproject() -> None:
-    """Every extra README lists exists with exactly the packages it names, and the other
-    way round."""
+    """README names exactly the core dependencies, and every extra with exactly its
+    packages (and no extra that does not exist)."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     extras = pyproject["project"]["optional-dependencies"]
     section = README.read_text().split("## Install")[1].split("\n## ")[0]
     rows = [line for line in section.splitlines() if re.match(r"\| `[a-z]+` \|", line)]
+    def requirement(text: str) -> str:  # "ray[data]>=2.9; ..." -> "ray[data]"
+        return re.split(r"[<>=!~; ]", text, maxsplit=1)[0]
+
     listed = {}
     for row in rows:
         name_cell, packages_cell = row.split("|")[1:3]
         listed[name_cell.strip(" `")] = set(re.findall(r"`([^`]+)`", packages_cell))
-    declared = {
-        name: {re.split(r"[<>=!~\[; ]", req, maxsplit=1)[0] for req in reqs}
-        for name, reqs in extras.items()
-    }
+    declared = {name: {requirement(req) for req in reqs} for name, reqs in extras.items()}
     assert listed == declared
+    core = re.search(r"The core install \(([^)]*)\)", section)
+    assert core is not None
+    listed_core = {name.strip().lower() for name in core.group(1).split(",")}
+    assert listed_core == {requirement(r).lower() for r in pyproject["project"]["dependencies"]}
 
 
 def test_cli_lines_run_against_the_test_servers(server_urls: dict[str, str], tmp_path: Path) -> None:
