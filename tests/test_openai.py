@@ -136,7 +136,7 @@ async def test_response_format_pydantic(openai_server: ServerHandle) -> None:
 
 async def test_response_format_mismatch_is_typed() -> None:
     async with llmkit.MockLLM("mock", responses='{"city": 3}') as llm:
-        with pytest.raises(InvalidRequestError, match="Weather"):
+        with pytest.raises(llmkit.ConfigError, match="scripted reply does not validate as Weather"):
             await llm.chat("x", response_format=Weather)
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from llmkit import __version__
 from llmkit.base import BaseLLM, _check_texts
 from llmkit.batch import fan_out
 from llmkit.config import LLMConfig
@@ -59,7 +60,7 @@ class HTTPProvider(BaseLLM):
         return HTTPTransport(
             provider=self.provider,
             base_url=base_url,
-            headers={"User-Agent": "llmkit/0.1", **user_headers, **headers},
+            headers={"User-Agent": f"llmkit/{__version__}", **user_headers, **headers},
             timeout=self.config.timeout,
             retry=self._retry,
             limiter=self._limiter,

@@ -5,13 +5,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import math
 import struct
 from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
-from llmkit.base import BaseLLM, parse_structured
+from pydantic import ValidationError
+
+from llmkit.base import BaseLLM
 from llmkit.config import LLMConfig
+from llmkit.errors import ConfigError, LLMError, NotSupportedError
+from llmkit.providers._schema_example import SchemaExampleError, example_from_schema
+from llmkit.structured import parse_structured, response_format_payload
 from llmkit.types import (
     ChatResponse,
     MessagesInput,
@@ -31,6 +37,11 @@ class MockLLM(BaseLLM):
     Options (keyword arguments or ``config.extra``): ``responses``, ``chunk_size`` (characters
     per streamed delta), ``latency`` (seconds per call), ``failures`` (a list of exceptions
     raised by the next calls, in order; ``None`` entries succeed), ``embedding_dim``.
+
+    Structured output: with ``response_format=Model`` (a pydantic class) or a ``json_schema``
+    response format and no scripted reply, the reply is a valid instance built from the
+    schema (deterministic). A scripted reply that does not validate raises ``ConfigError``:
+    the mock's setup is wrong, not the request.
     """
 
     provider_name: ClassVar[str] = "mock"
@@ -73,12 +84,17 @@ class MockLLM(BaseLLM):
             if failure is not None:
                 raise failure
 
-    def _reply(self, messages: list[Any]) -> str:
+    def _reply(self, messages: list[Any]) -> str | None:
+        """The next scripted reply; None when nothing is scripted."""
         if self._replies is None:
-            last = next((m for m in reversed(messages) if m.role == "user"), messages[-1])
-            return f"mock response to: {last.text()}"
+            return None
         reply = next(iter(self._replies))
         return reply(messages) if callable(reply) else reply
+
+    @staticmethod
+    def _echo(messages: list[Any]) -> str:
+        last = next((m for m in reversed(messages) if m.role == "user"), messages[-1])
+        return f"mock response to: {last.text()}"
 
     async def chat(
         self,
@@ -91,12 +107,17 @@ class MockLLM(BaseLLM):
     ) -> ChatResponse:
         msgs = normalize_messages(messages)
         opts, _ = self._options(options)
+        payload, model = response_format_payload(response_format)  # checks it, as others do
         await self._step()
         self.calls.append(msgs)
-        text = self._reply(msgs)
+        scripted = self._reply(msgs)
+        if scripted is None and response_format is not None:
+            text = _structured_reply(payload, model, self._echo(msgs))
+        else:
+            text = self._echo(msgs) if scripted is None else scripted
         words = text.split()
         limit = opts.get("max_tokens")
-        if limit is not None and len(words) > limit:
+        if limit is not None and len(words) > limit and response_format is None:
             text = " ".join(words[:limit])
             finish = "length"
         else:
@@ -107,8 +128,22 @@ class MockLLM(BaseLLM):
             content=text, finish_reason=finish, usage=usage, model=self.model, raw={}
         )
         if response_format is not None:
-            response.parsed = parse_structured(text, response_format, self.provider)
+            response.parsed = self._parse(text, response_format, scripted=scripted is not None)
         return response
+
+    def _parse(self, text: str, response_format: Any, *, scripted: bool) -> Any:
+        try:
+            return parse_structured(text, response_format, self.provider)
+        except LLMError as exc:
+            if not scripted:
+                raise
+            name = getattr(response_format, "__name__", "the response format")
+            raise ConfigError(
+                f"MockLLM's scripted reply does not validate as {name} ({exc.message}). "
+                f"The request is fine: fix the reply given in `responses`, or give none and "
+                f"the mock builds a valid {name} from its schema",
+                provider=self.provider,
+            ) from None
 
     async def chat_stream(self, messages: MessagesInput, **options: Any) -> AsyncGenerator[StreamChunk, None]:
         response = await self.chat(messages, **options)
@@ -132,6 +167,37 @@ class MockLLM(BaseLLM):
     async def health_check(self) -> None:
         if self._failures and self._failures[0] is not None:
             raise self._failures.pop(0)
+
+
+def _structured_reply(payload: dict[str, Any] | None, model: Any, echo: str) -> str:
+    """A reply that satisfies the response format (``response_format_payload``'s pair),
+    made up from its JSON schema."""
+    if model is not None:
+        try:
+            example = example_from_schema(model.model_json_schema())
+            return str(model.model_validate(example).model_dump_json())
+        except (SchemaExampleError, ValidationError) as exc:
+            reason = exc.errors()[:3] if isinstance(exc, ValidationError) else exc
+            raise NotSupportedError(
+                f"MockLLM cannot make up a valid {model.__name__} from its JSON schema "
+                f"({reason}); script the reply: "
+                f"MockLLM(responses=[{model.__name__}(...).model_dump_json()])",
+                provider=MockLLM.provider_name,
+            ) from None
+    kind = (payload or {}).get("type")
+    if kind == "json_schema":
+        spec = (payload or {}).get("json_schema") or {}
+        try:
+            return json.dumps(example_from_schema(spec.get("schema", {})))
+        except SchemaExampleError as exc:
+            raise NotSupportedError(
+                f"MockLLM cannot make up a reply for this JSON schema ({exc}); "
+                "script the reply with `responses`",
+                provider=MockLLM.provider_name,
+            ) from None
+    if kind == "json_object":
+        return json.dumps({"response": echo})
+    return echo
 
 
 def _hash_vector(text: str, dim: int) -> list[float]:
