@@ -206,6 +206,19 @@ def test_readme_has_python_snippets() -> None:
     headings = {b.heading for b in PYTHON_BLOCKS}
     assert len(PYTHON_BLOCKS) >= 6
     assert {"Quick tour", "Errors", "Testing your code with the mock provider"} <= headings
+    assert set(PRINTED_LINES) <= headings
+
+
+# Lines that snippets under these headings print, as their comments show them.
+PRINTED_LINES = {
+    "Concurrency, rate limits and lifecycle": ["5 5"],
+    "Fallback across providers": ["Echo: Hi", "[{'connection': 1}, {}]"],
+    "Reply cache": ["True 1"],
+    "Hooks": ["request 0 None", "response 0 None"],
+    "Running a batch on a Ray cluster": [
+        "mock demo: 2 answered, 0 failed, 0 already done (2 prompts)"
+    ],
+}
 
 
 @pytest.mark.parametrize(
@@ -218,6 +231,8 @@ def test_python_snippet_runs(block: Block, readme_dir: Path, capsys: pytest.Capt
         assert ran_tests == block.code.count("\ndef test_") + block.code.count("\nasync def test_")
     if "print(" in block.code:
         assert out.strip(), "a snippet that prints printed nothing"
+    for line in PRINTED_LINES.get(block.heading, []):
+        assert line in out.splitlines(), (line, out)
 
 
 def test_quick_tour_talks_to_the_server_it_is_pointed_at(
