@@ -153,10 +153,6 @@ class MockLLM(BaseLLM):
             yield StreamChunk(delta=text[i : i + self.chunk_size])
         yield StreamChunk(finish_reason=response.finish_reason, usage=response.usage)
 
-    async def embed(self, text: str) -> list[float]:
-        await self._step()
-        return _hash_vector(text, self.embedding_dim)
-
     async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
         from llmkit.base import _check_texts
 
