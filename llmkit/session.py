@@ -61,11 +61,12 @@ def undelivered(exc: BaseException, session: aiohttp.ClientSession, opened_befor
     the retry settings (as httpx and urllib3 do)."""
     if isinstance(exc, ConnectionResetError):  # aiohttp's "Cannot write to closing transport"
         return True
-    return (
-        isinstance(exc, aiohttp.ServerDisconnectedError)
-        and opened_before >= 0
-        and connections_opened(session) == opened_before
+    dropped = isinstance(exc, aiohttp.ServerDisconnectedError) or (
+        # the server closed the pooled connection while the request was being written
+        # (llama.cpp does so after a streamed reply): "Can not write request body"
+        isinstance(exc, aiohttp.ClientOSError) and "write request body" in str(exc)
     )
+    return dropped and opened_before >= 0 and connections_opened(session) == opened_before
 
 
 @dataclass(frozen=True)

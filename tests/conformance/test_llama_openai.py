@@ -289,3 +289,18 @@ async def test_embedding_input_longer_than_the_batch_is_a_clear_error(
             await llm.embed("word " * 900)
     assert "too large" in info.value.message
     assert info.value.status == 500
+
+
+async def test_request_after_a_stream_is_resent_on_a_stale_pooled_connection(
+    llama_chat: LlamaServer,
+) -> None:
+    """llama-server closes the connection after a streamed reply without saying so; the next
+    request on that pooled connection fails while its body is written. The server never saw
+    it, so it is resent once even with max_retries=0 (as httpx and urllib3 do)."""
+    async with llm_for(llama_chat) as llm:  # max_retries=0
+        for _ in range(12):
+            async for _delta in llm.generate_stream("hello", max_tokens=4):
+                pass
+            assert await llm.generate("hi", max_tokens=2)
+        metrics = llm.get_metrics()
+    assert metrics.failures == 0 and metrics.retries == 0
