@@ -239,6 +239,16 @@ def test_factory_snippet_prints_what_its_comment_says(
     assert capsys.readouterr().out.strip() == comment.split("(")[0].strip()
 
 
+def test_concurrency_snippet_limits_and_closes(
+    readme_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    block = next(b for b in PYTHON_BLOCKS if b.heading == "Concurrency and stream lifetime")
+    run_block(block)
+    elapsed, closed = capsys.readouterr().out.splitlines()
+    assert 0.29 <= float(elapsed.removesuffix(" s")) < 1.0  # three rounds of 0.1 s, not one
+    assert closed == "instance is closed"
+
+
 def test_errors_snippet_prints_what_its_comments_say(
     readme_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
