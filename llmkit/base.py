@@ -264,6 +264,7 @@ class BaseLLM:
         **options: Unpack[CallOptions],
     ) -> list[Any]:
         """One reply per prompt, in input order, at most ``concurrency`` at once."""
+        _check_prompts(prompts)
 
         async def one(prompt: MessagesInput) -> str:
             return await self.generate(prompt, **options)
@@ -287,6 +288,7 @@ class BaseLLM:
         **options: Unpack[CallOptions],
     ) -> AsyncGenerator[tuple[int, Any], None]:
         """``(index, reply)`` pairs as replies complete (see ``batch_generate``)."""
+        _check_prompts(prompts)
 
         async def one(prompt: MessagesInput) -> str:
             return await self.generate(prompt, **options)
@@ -378,6 +380,13 @@ class BaseLLM:
 
 
 install(BaseLLM)
+
+
+def _check_prompts(prompts: Any) -> None:
+    if isinstance(prompts, (str, bytes)):
+        raise InvalidRequestError(
+            "batch_generate takes a list of prompts; use generate() for one prompt"
+        )
 
 
 def _check_texts(texts: Sequence[str]) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from llmkit import BaseLLM, MockLLM, OpenAILLM, RateLimitError, ServerError
+from llmkit import BaseLLM, InvalidRequestError, MockLLM, OpenAILLM, RateLimitError, ServerError
 from llmkit.batch import fan_out, fan_out_iter
 from tests.servers import ServerState, serve_openai
 
@@ -263,3 +263,13 @@ async def test_progress_accepts_a_user_supplied_bar() -> None:
     results = await llm.batch_generate(["a", "b", "c"], progress=bar, return_exceptions=True)
     assert len(results) == 3
     assert bar.n == 3 and bar.closed
+
+
+async def test_a_string_is_not_a_list_of_prompts() -> None:
+    async with MockLLM("mock") as llm:
+        with pytest.raises(InvalidRequestError, match="list of prompts"):
+            await llm.batch_generate("abc")
+        with pytest.raises(InvalidRequestError, match="list of prompts"):
+            async for _ in llm.batch_generate_iter("abc"):
+                pass
+        assert llm.calls == []

@@ -211,7 +211,7 @@ def test_readme_has_python_snippets() -> None:
 
 # Lines that snippets under these headings print, as their comments show them.
 PRINTED_LINES = {
-    "Concurrency, rate limits and lifecycle": ["5 5"],
+    "Rate limits": ["5 5"],
     "Fallback across providers": ["Echo: Hi", "[{'connection': 1}, {}]"],
     "Reply cache": ["True 1"],
     "Hooks": ["request 0 None", "response 0 None"],
@@ -252,6 +252,16 @@ def test_factory_snippet_prints_what_its_comment_says(
     run_block(block)
     comment = block.code.split("print(await factory.health_check())")[1].split("#")[1]
     assert capsys.readouterr().out.strip() == comment.split("(")[0].strip()
+
+
+def test_concurrency_snippet_limits_and_closes(
+    readme_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    block = next(b for b in PYTHON_BLOCKS if b.heading == "Concurrency, rate limits and lifecycle")
+    run_block(block)
+    elapsed, closed = capsys.readouterr().out.splitlines()
+    assert 0.29 <= float(elapsed.removesuffix(" s")) < 1.0  # three rounds of 0.1 s, not one
+    assert closed == "instance is closed"
 
 
 def test_errors_snippet_prints_what_its_comments_say(

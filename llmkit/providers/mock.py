@@ -154,8 +154,11 @@ class MockLLM(BaseLLM):
         yield StreamChunk(finish_reason=response.finish_reason, usage=response.usage)
 
     async def embed(self, text: str) -> list[float]:
+        from llmkit.base import _check_texts
+
+        (item,) = _check_texts([text])
         await self._step()
-        return _hash_vector(text, self.embedding_dim)
+        return _hash_vector(item, self.embedding_dim)
 
     async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
         from llmkit.base import _check_texts

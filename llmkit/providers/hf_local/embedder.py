@@ -14,15 +14,14 @@ than one), the worker waits up to a tenth of the previous call's duration, at mo
 
 from __future__ import annotations
 
-import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 from llmkit.errors import ConfigError
 from llmkit.providers.hf_local.loading import PROVIDER
+from llmkit.providers.hf_local.worker import QueueWorker
 
 __all__ = ["EMBED_THREAD_NAME", "EmbedBatcher", "EmbedRequest"]
 
@@ -41,7 +40,9 @@ class EmbedRequest:
         return sum(len(t) // 4 + 2 for t in self.texts)
 
 
-class EmbedBatcher:
+class EmbedBatcher(QueueWorker[EmbedRequest]):
+    thread_name = EMBED_THREAD_NAME
+
     def __init__(
         self,
         load: Callable[[], Any],
@@ -56,36 +57,11 @@ class EmbedBatcher:
         self.max_texts = max_texts
         self.max_tokens = max_tokens
         self.max_wait = max_wait
-        self._cond = threading.Condition()
-        self._pending: deque[EmbedRequest] = deque()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        super().__init__()
         self._last_requests = 0
         self._last_duration = 0.0
         self.encoder_calls = 0
 
-    def submit(self, request: EmbedRequest) -> None:
-        with self._cond:
-            if self._closed:
-                raise ConfigError("the local backend is closed", provider=PROVIDER)
-            self._pending.append(request)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name=EMBED_THREAD_NAME, daemon=True)
-                self._thread.start()
-            self._cond.notify()
-
-    def close(self) -> None:
-        """Stop the thread, failing what is still queued (blocking: call it from a worker
-        thread). A later :meth:`submit` starts a new one."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
-        with self._cond:  # a later submit starts afresh
-            self._closed = False
-            self._thread = None
 
     def _pending_texts(self) -> int:
         return sum(len(r.texts) for r in self._pending)

@@ -17,8 +17,6 @@ attention) took 24-90x as long as a padded ``generate()`` on CPU for 16 and 64 p
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -26,53 +24,26 @@ from llmkit.errors import ConfigError
 from llmkit.providers.hf_local.kv_cache import BatchState, is_batchable, merge, select
 from llmkit.providers.hf_local.loading import PROVIDER, LoadedLM
 from llmkit.providers.hf_local.requests import GenRequest
+from llmkit.providers.hf_local.worker import QueueWorker
 
 __all__ = ["ENGINE_THREAD_NAME", "DecodeEngine"]
 
 ENGINE_THREAD_NAME: Final = "llmkit-hf-decode"
 
 
-class DecodeEngine:
+class DecodeEngine(QueueWorker[GenRequest]):
     """Runs submitted :class:`GenRequest` s in a shared decoding batch on its own thread."""
+
+    thread_name = ENGINE_THREAD_NAME
 
     def __init__(self, load: Callable[[], LoadedLM], max_batch_size: int) -> None:
         self._load = load
         self.max_batch_size = max_batch_size
-        self._cond = threading.Condition()
-        self._pending: deque[GenRequest] = deque()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        super().__init__()
         self._batchable = True  # rows of this model's cache can be joined and split
         self._checked: object = None  # the load _batchable was worked out for
         self.forward_passes = 0  # prefills and decoding steps since creation
         self.active_rows = 0  # rows in the decoding batch now
-
-    # ----------------------------------------------------------------- callers' side
-
-    def submit(self, request: GenRequest) -> None:
-        with self._cond:
-            if self._closed:
-                raise ConfigError("the local backend is closed", provider=PROVIDER)
-            self._pending.append(request)
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._run, name=ENGINE_THREAD_NAME, daemon=True
-                )
-                self._thread.start()
-            self._cond.notify()
-
-    def close(self) -> None:
-        """Stop the thread, failing what is still queued (blocking: call it from a worker
-        thread). A later :meth:`submit` starts a new one."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
-            thread = self._thread
-        if thread is not None:
-            thread.join()
-        with self._cond:  # a later submit starts afresh
-            self._closed = False
-            self._thread = None
 
     # ----------------------------------------------------------------- engine thread
 
