@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import logging
 import time
-import urllib.parse
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Literal
 
@@ -19,14 +18,19 @@ from llmkit.errors import (
     ConfigError,
     LLMError,
     LLMTimeoutError,
-    ServerError,
     StreamError,
     StreamTimeoutError,
     error_from_response,
     redact,
-    register_secret,
 )
 from llmkit.hooks import Hooks
+from llmkit.http_bodies import (
+    await_body_end,
+    checked_base_url,
+    decode_body,
+    finish_response,
+    read_bounded,
+)
 from llmkit.limiter import ConcurrencyLimiter
 from llmkit.metrics import MetricsRecorder
 from llmkit.options import NO_CLIENT_OPTIONS, ClientOptions
@@ -63,7 +67,7 @@ class HTTPTransport:
         hooks: Hooks | None = None,
     ) -> None:
         self.provider = provider
-        self.base_url = _checked_base_url(base_url, provider)
+        self.base_url = checked_base_url(base_url, provider)
         self.headers = {"Accept": "application/json", **(headers or {})}
         self._post_headers = {**self.headers, "Content-Type": "application/json"}
         self.timeout = timeout
@@ -197,7 +201,7 @@ class HTTPTransport:
                     method, url, data=data, headers=headers, params=params, timeout=timeout
                 ) as resp:
                     self.rate_limiter.observe(ticket, resp.headers, resp.status)
-                    body = await self._read_bounded(resp)
+                    body = await read_bounded(resp, self.max_response_bytes, self.provider)
                     status, resp_headers = resp.status, resp.headers
                     ctype, charset = resp.content_type, resp.charset
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
@@ -206,7 +210,10 @@ class HTTPTransport:
                 self.rate_limiter.observe(ticket, None, None)
                 error = self._client_error(exc, url, stream=False)
             else:
-                decoded = self._decode(body, status, resp_headers, ctype, charset, model, parse)
+                decoded = decode_body(
+                    body, status, resp_headers, ctype, charset, parse,
+                    model=model, provider=self.provider,
+                )
                 if ticket is not None and isinstance(decoded, dict):
                     self.rate_limiter.correct(ticket, decoded)
                 return decoded
@@ -219,65 +226,6 @@ class HTTPTransport:
         if self.sessions.closed:  # the pool was closed under this request: no retry
             return ConfigError("instance is closed", provider=self.provider)
         return map_client_error(exc, self.provider, url, stream=stream)
-
-    def _decode(
-        self,
-        body: bytes,
-        status: int,
-        headers: Mapping[str, str],
-        ctype: str,
-        charset: str | None,
-        model: str | None,
-        parse: str,
-    ) -> Any:
-        if status >= 400:
-            raise error_from_response(
-                status, body, headers, provider=self.provider, model=model, content_type=ctype
-            )
-        if parse == "bytes":
-            return body
-        if parse == "text":
-            return body.decode(charset or "utf-8", "replace")
-        if not body:
-            return None
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            error = ServerError(
-                f"malformed JSON response ({ctype}): {body[:200].decode('utf-8', 'replace')!r}",
-                status=status,
-                provider=self.provider,
-                retryable=False,
-            )
-        raise error
-
-    async def _read_bounded(self, resp: aiohttp.ClientResponse) -> bytes:
-        """The body, at most ``max_response_bytes`` of it once decompressed (Content-Length
-        is the size on the wire, so it is trusted only for an unencoded body)."""
-        limit = self.max_response_bytes
-        length = resp.content_length
-        encoded = resp.headers.get("Content-Encoding", "identity").lower() != "identity"
-        if length is not None and not encoded:
-            if length <= limit:
-                return await resp.read()
-            raise self._too_large(resp, f"response of {length} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in resp.content.iter_any():
-            size += len(chunk)
-            if size > limit:
-                raise self._too_large(resp, "response" if not encoded else "decompressed response")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
-    def _too_large(self, resp: aiohttp.ClientResponse, what: str) -> ServerError:
-        resp.close()  # the rest is not read: the connection cannot be reused
-        return ServerError(
-            f"{what} exceeds max_response_bytes={self.max_response_bytes}",
-            status=resp.status,
-            provider=self.provider,
-            retryable=False,
-        )
 
     # ------------------------------------------------------------------ streaming
 
@@ -388,8 +336,8 @@ class HTTPTransport:
                         await hooks.outcome(self.provider, model, attempt, duration, status=resp.status)
                     yielded = True
                     yield final
-                    await _await_body_end(resp)
-                    _finish_response(resp, complete=True)
+                    await await_body_end(resp)
+                    finish_response(resp, complete=True)
                     resp = None
                     return
                 except GeneratorExit:
@@ -408,7 +356,7 @@ class HTTPTransport:
                         )
                 finally:
                     if resp is not None:
-                        _finish_response(resp, complete=error_type is None)
+                        finish_response(resp, complete=error_type is None)
                     if held:
                         limiter.release()
                 assert err is not None
@@ -468,7 +416,7 @@ class HTTPTransport:
         self, resp: aiohttp.ClientResponse, url: str, model: str | None
     ) -> LLMError:
         try:
-            body = await self._read_bounded(resp)
+            body = await read_bounded(resp, self.max_response_bytes, self.provider)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             resp.close()
             error = self._client_error(exc, url, stream=False)
@@ -486,55 +434,6 @@ class HTTPTransport:
 
 
 _NO_EVENT: Any = object()
-
-
-def _checked_base_url(base_url: str, provider: str) -> str:
-    """The base URL without its trailing slash; one that is not an absolute http(s) URL is
-    a configuration error now, not a connection error on every request."""
-    parts = urllib.parse.urlsplit(base_url.strip())
-    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
-        raise ConfigError(
-            f"base_url must be an absolute http:// or https:// URL, not {redact(base_url)!r}",
-            provider=provider,
-        )
-    # a password in the URL never shows in an error or log, escaped or not
-    register_secret(parts.password)
-    register_secret(urllib.parse.unquote(parts.password or ""))
-    return base_url.strip().rstrip("/")
-
-
-_BODY_END_GRACE = 0.05  # seconds
-_BODY_END_MAX = 64 * 1024  # bytes
-
-
-async def _await_body_end(resp: aiohttp.ClientResponse) -> None:
-    """After the end marker, give the body a moment to end (the chunked terminator is often
-    still in flight), so that the connection can go back to the pool. A server that keeps
-    the body open, or sends more, costs at most the grace time: the connection is closed."""
-    content = resp.content
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + _BODY_END_GRACE
-    extra = 0
-    while not content.at_eof() and extra <= _BODY_END_MAX:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return
-        try:
-            chunk = await asyncio.wait_for(content.readany(), remaining)
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
-            return
-        if not chunk:
-            return
-        extra += len(chunk)
-
-
-def _finish_response(resp: aiohttp.ClientResponse, *, complete: bool) -> None:
-    """Back to the pool when the body was read to its end; otherwise drop the connection
-    (a server that keeps the stream open after its end marker gets no more reads)."""
-    if complete and resp.content.at_eof():
-        resp.release()
-    else:
-        resp.close()
 
 
 def _bare(error: LLMError) -> LLMError:
