@@ -24,6 +24,7 @@ def main() -> int:
         ["bench_hf_local.py", *(["--repeats", "2"] if args.quick else []), "--json", "bench_hf_local.json"],
         ["bench_ratelimit.py", *(["--quick"] if args.quick else [])],
         ["bench_parsers.py", *(["--repeats", "1"] if args.quick else [])],
+        ["bench_ray.py", *(["--quick"] if args.quick else [])],
     ]
     failed = 0
     for script, *rest in runs:

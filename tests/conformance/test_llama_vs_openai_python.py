@@ -11,7 +11,7 @@ import pytest
 from tests.conformance.llama_server import LlamaServer
 from tests.conformance.test_llama_openai import llm_for
 
-openai = pytest.importorskip("openai", reason="openai-python is in the bench extra")
+openai = pytest.importorskip("openai", reason="openai-python is in the dev extra")
 
 MESSAGES = [{"role": "user", "content": "Compare the two clients."}]
 # With the server's defaults a reply runs until the context is full: a prompt that fills
