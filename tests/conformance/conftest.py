@@ -34,37 +34,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.conformance)
 
 
-@pytest.fixture(scope="session")
-def llama_chat() -> Iterator[LlamaServer]:
-    """The shared chat server (tiny-chat, 2048 tokens per request)."""
+def _running(args: list[str]) -> Iterator[LlamaServer]:
+    """A started llama-server for the fixture's lifetime, stopped by PID afterwards."""
     require_llama_server()
-    server = LlamaServer(chat_args()).start()
+    server = LlamaServer(args).start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def llama_chat() -> Iterator[LlamaServer]:
+    """The shared chat server (tiny-chat, 2048 tokens per request)."""
+    yield from _running(chat_args())
 
 
 @pytest.fixture(scope="session")
 def llama_embed() -> Iterator[LlamaServer]:
     """The shared embedding server (all-MiniLM-L6-v2, 384 dimensions)."""
-    require_llama_server()
-    server = LlamaServer(embed_args()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(embed_args())
 
 
 @pytest.fixture
 def own_llama_chat() -> Iterator[LlamaServer]:
     """A chat server for this test alone (fault tests kill or freeze it)."""
-    require_llama_server()
-    server = LlamaServer(chat_args()).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from _running(chat_args())
 
 
 @pytest.fixture(scope="session")
