@@ -84,6 +84,73 @@ WIDENED_PROPERTIES: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     ),
 }
 
+# (spec, "Component") -> {property: the document that shows it null}. OpenAI's API sends
+# these as ``null`` until they apply, which the OpenAPI file does not declare.
+NULLABLE_PROPERTIES: dict[tuple[str, str], dict[str, str]] = {
+    ("openai", "Batch"): {
+        prop: "OpenAI API reference, the batch object example (`\"output_file_id\": null` ...); "
+        "openai-python types/batch.py (Optional)"
+        for prop in (
+            "errors", "output_file_id", "error_file_id", "in_progress_at", "expires_at",
+            "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
+            "cancelled_at", "usage",
+        )
+    },
+}
+
+# The per-line objects of OpenAI's batch files, transcribed from the API reference ("The
+# request input object", "The request output object") and the Batch guide: the OpenAPI
+# file has no schema for them. An input line's ``body`` is checked against the request
+# schema of its ``url``; an output line's ``response.body`` against that endpoint's
+# response (or error) schema.
+BATCH_REQUEST_INPUT: dict[str, Any] = {
+    "type": "object",
+    "required": ["custom_id", "method", "url", "body"],
+    "properties": {
+        "custom_id": {"type": "string", "minLength": 1, "maxLength": 512},
+        "method": {"enum": ["POST"]},
+        "url": {"enum": ["/v1/chat/completions", "/v1/embeddings", "/v1/completions",
+                         "/v1/responses", "/v1/moderations"]},
+        "body": {"type": "object"},
+    },
+    "additionalProperties": False,
+}
+BATCH_REQUEST_OUTPUT: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "custom_id", "response", "error"],
+    "properties": {
+        "id": {"type": "string"},
+        "custom_id": {"type": "string"},
+        "response": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["status_code", "request_id", "body"],
+                    "properties": {
+                        "status_code": {"type": "integer"},
+                        "request_id": {"type": "string"},
+                        "body": {"type": "object"},
+                    },
+                    "additionalProperties": False,
+                },
+                {"type": "null"},
+            ]
+        },
+        "error": {
+            "anyOf": [
+                {
+                    "type": "object",
+                    "required": ["code", "message"],
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+                    "additionalProperties": False,
+                },
+                {"type": "null"},
+            ]
+        },
+    },
+    "additionalProperties": False,
+}
+
 # HF router feature extraction, transcribed from the "Payload" and "Response" tables of
 # huggingface/inference-providers-tasks-feature-extraction.md (there is no OpenAPI file).
 FEATURE_EXTRACTION_REQUEST: dict[str, Any] = {
@@ -156,6 +223,11 @@ class _StrictSchemas:
                 props = self._at(where).setdefault("properties", {})
                 for prop in extra:
                     props.setdefault(prop, {})
+        for (spec_key, where), nullable in NULLABLE_PROPERTIES.items():
+            if spec_key == spec_name:
+                props = self._at(where)["properties"]
+                for prop in nullable:
+                    props[prop] = {"anyOf": [props[prop], {"type": "null"}]}
         for (spec_key, where), (schema, _doc) in WIDENED_PROPERTIES.items():
             if spec_key == spec_name:
                 parent, _, prop = where.rpartition("/")
@@ -238,7 +310,9 @@ def validator(spec_name: str, schema_name: str) -> Draft202012Validator:
 @cache
 def _inline_validator(name: str) -> Draft202012Validator:
     schema = {"feature-extraction-request": FEATURE_EXTRACTION_REQUEST,
-              "feature-extraction-response": FEATURE_EXTRACTION_RESPONSE}[name]
+              "feature-extraction-response": FEATURE_EXTRACTION_RESPONSE,
+              "BatchRequestInput": BATCH_REQUEST_INPUT,
+              "BatchRequestOutput": BATCH_REQUEST_OUTPUT}[name]
     return Draft202012Validator(schema)
 
 
@@ -305,6 +379,23 @@ ENDPOINTS: dict[str, list[tuple[str, str, Endpoint]]] = {
         ("GET", r"/v1/models", Endpoint(None, ("openai", "ListModelsResponse"), None,
                                         _OPENAI_ERROR)),
         ("GET", r"/v1/models/.+", Endpoint(None, ("openai", "Model"), None, _OPENAI_ERROR)),
+        # Files and Batch API (tests/servers/openai_batch_server.py). The upload is
+        # multipart (CreateFileRequest): its handler validates the form fields itself.
+        ("POST", r"/v1/files", Endpoint(None, ("openai", "OpenAIFile"), None, _OPENAI_ERROR)),
+        ("GET", r"/v1/files", Endpoint(None, ("openai", "ListFilesResponse"), None,
+                                       _OPENAI_ERROR)),
+        ("GET", r"/v1/files/[^/]+/content", Endpoint(None, None, None, _OPENAI_ERROR)),
+        ("GET", r"/v1/files/[^/]+", Endpoint(None, ("openai", "OpenAIFile"), None,
+                                             _OPENAI_ERROR)),
+        ("DELETE", r"/v1/files/[^/]+", Endpoint(None, ("openai", "DeleteFileResponse"), None,
+                                                _OPENAI_ERROR)),
+        ("POST", r"/v1/batches", Endpoint(
+            ("openai", "CreateBatchRequest"), ("openai", "Batch"), None, _OPENAI_ERROR)),
+        ("GET", r"/v1/batches", Endpoint(None, ("openai", "ListBatchesResponse"), None,
+                                         _OPENAI_ERROR)),
+        ("GET", r"/v1/batches/[^/]+", Endpoint(None, ("openai", "Batch"), None, _OPENAI_ERROR)),
+        ("POST", r"/v1/batches/[^/]+/cancel", Endpoint(None, ("openai", "Batch"), None,
+                                                       _OPENAI_ERROR)),
     ],
     "ollama": [
         ("POST", r"/api/generate", Endpoint(
