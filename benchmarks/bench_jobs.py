@@ -40,24 +40,24 @@ from llmkit import jobs
 case, url, src, out = sys.argv[1:5]
 prompts = [line for line in Path(src).read_text().split("\n") if line]
 config = llmkit.LLMConfig(provider="openai", model="gpt-4o-mini", base_url=url, api_key="k",
-                          max_concurrency=%(c)d)
+                          max_concurrency={C})
 
 async def main():
     llm = llmkit.create_llm(config)
-    await llm.batch_generate(prompts[:200], concurrency=%(c)d)  # warm the pool
+    await llm.batch_generate(prompts[:200], concurrency={C})  # warm the pool
     start = time.perf_counter()
     if case == "batch_generate":
-        replies = await llm.batch_generate(prompts, concurrency=%(c)d)
+        replies = await llm.batch_generate(prompts, concurrency={C})
         assert len(replies) == len(prompts)
     else:
-        summary = await jobs.run(src, llm, output=out, concurrency=%(c)d, progress=False)
+        summary = await jobs.run(src, llm, output=out, concurrency={C}, progress=False)
         assert summary.answered == len(prompts), summary
     wall = time.perf_counter() - start
     await llm.aclose()
     print(json.dumps({"wall": wall, "cpu": time.process_time()}))
 
 asyncio.run(main())
-""" % {"c": CONCURRENCY}
+""".replace("{C}", str(CONCURRENCY))
 
 
 def _env() -> dict[str, str]:

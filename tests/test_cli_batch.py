@@ -28,14 +28,14 @@ def rows(path: Path) -> list[dict[str, Any]]:
 async def test_batch_records_order_errors_and_resume(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.txt"
     long = " ".join(["word"] * 30)
-    prompts.write_text(
-        "first\n"
+    prompts.write_text(  # JSONL throughout (the first line says so)
+        '{"prompt": "first"}\n'
         '{"prompt": "second"}\n'
         "\n"  # blank lines are skipped
-        f"{long}\n"
+        f'{{"prompt": "{long}"}}\n'
         '{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "fourth"}]}\n'
-        "fifth\n"
-        "sixth\n"
+        '{"prompt": "fifth"}\n'
+        '{"prompt": "sixth"}\n'
     )
     out = tmp_path / "out.jsonl"
     # prompts longer than 10 words fail with context_length_exceeded
@@ -51,7 +51,9 @@ async def test_batch_records_order_errors_and_resume(tmp_path: Path) -> None:
         first = records[0]
         assert first["prompt"] == "first" and first["output"] == "Echo: first"
         assert (first["provider"], first["model"]) == ("openai", "gpt-4o-mini")
-        assert first["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+        assert first["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3,
+                                  "cached_tokens": 0, "reasoning_tokens": 0}
+        assert first["mode"] == "live"
         assert len({rec["prompt_hash"] for rec in records}) == 6
         assert records[2]["error"]["type"] == "context_length_exceeded"
         assert "output" not in records[2] and records[2]["error"]["message"]
@@ -343,8 +345,8 @@ async def test_flags_are_never_prefix_guesses(tmp_path: Path) -> None:
     for abbreviated in (["--mod", "provider"], ["--conc", "3"], ["--out", str(out)]):
         r = await cli("--provider", "mock", "batch", str(prompts), *abbreviated)
         assert r.rc == 2 and "unrecognized arguments" in one_error_line(r.err), abbreviated
-    r = await cli("--prov", "mock", "batch", str(prompts))
-    assert r.rc == 2 and "unrecognized arguments" in one_error_line(r.err)
+    r = await cli("--prov", "mock", "batch", str(prompts))  # not --provider
+    assert r.rc == 2 and r.out == "" and one_error_line(r.err).startswith("error: usage: ")
 
 
 async def test_malformed_lines_are_usage_errors_naming_the_line(tmp_path: Path) -> None:
@@ -390,7 +392,8 @@ async def test_expired_batch_then_rerun_sends_exactly_the_missing_rows(tmp_path:
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(30)))
     out = tmp_path / "o.jsonl"
-    bs = BatchState(clock=FastClock(speed=0), validating_seconds=0, seconds_per_request=3600)
+    bs = BatchState(clock=FastClock(speed=0), validating_seconds=0, seconds_per_request=3600,
+                    finalizing_seconds=0)
     async with serve_openai_batch(batch=bs) as srv:
         proc = await _start(*_batch_flags(srv.url), str(prompts), "-o", str(out))
         await _until(lambda: bool(bs.batches))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -156,17 +157,22 @@ async def test_failed_rows_are_retried_on_a_rerun(tmp_path: Path) -> None:
 async def test_output_in_a_read_only_directory_is_a_clear_error(tmp_path: Path) -> None:
     src = tmp_path / "p.txt"
     src.write_text("a\nb\n")
+    mock = {"provider": "mock", "model": "mock"}
     ro = tmp_path / "ro"
     ro.mkdir()
-    (ro / "o.jsonl").write_bytes(b"previous\n")
+    await jobs.run(src, mock, output=ro / "o.jsonl", progress=False)
+    before = (ro / "o.jsonl").read_bytes()
+    src.write_text("a\nb\nc\n")
     ro.chmod(0o500)
+    # root may write anywhere but in sysfs: there the directory is read-only for everyone
+    where = ro if os.geteuid() != 0 else Path("/sys/kernel")
     try:
-        with pytest.raises(jobs.JobFileError, match=r"cannot write .*o\.jsonl\.journal.*not writable"):
-            await jobs.run(src, {"provider": "mock", "model": "mock"}, output=ro / "o.jsonl",
-                           progress=False, force=True)
-        assert (ro / "o.jsonl").read_bytes() == b"previous\n"
+        with pytest.raises(jobs.JobWriteError, match=r"cannot write .*o\.jsonl\.journal.*not writable"):
+            await jobs.run(src, mock, output=where / "o.jsonl", progress=False)
     finally:
         ro.chmod(0o700)
+    assert (ro / "o.jsonl").read_bytes() == before
+    assert not (where / "o.jsonl").exists() or where == ro
 
 
 _TEXT = st.text(st.characters(codec="utf-8"), max_size=40)

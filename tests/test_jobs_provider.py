@@ -34,6 +34,14 @@ def prompts(path: Path, n: int) -> Path:
     return path
 
 
+async def until(check: Any, timeout: float = 30.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
 def batch_lines(srv: Any, batch_id: str) -> list[dict[str, Any]]:
     b = srv.batch.batches[batch_id]
     return [json.loads(x) for x in srv.batch.files[b.input_file_id].data.split(b"\n") if x]
@@ -94,12 +102,12 @@ async def test_failed_lines_and_a_rerun_that_sends_only_them(tmp_path: Path) -> 
 async def test_expired_batch_keeps_what_finished_and_a_rerun_sends_the_rest(tmp_path: Path) -> None:
     src = prompts(tmp_path / "p.txt", 30)
     out = tmp_path / "o.jsonl"
-    bs = BatchState(clock=FastClock(speed=0), validating_seconds=0, seconds_per_request=3600)
+    bs = BatchState(clock=FastClock(speed=0), validating_seconds=0, seconds_per_request=3600,
+                    finalizing_seconds=0)
     async with serve_openai_batch(batch=bs) as srv:
         task = asyncio.ensure_future(jobs.run(src, config(srv.url), output=out, mode="provider",
                                               progress=False, poll_interval=0.01))
-        while not bs.batches:
-            await asyncio.sleep(0.01)
+        await until(lambda: bool(bs.batches))
         bs.clock.advance(86400)
         summary = await asyncio.wait_for(task, 30)
         assert (summary.answered, summary.failed) == (24, 6)
@@ -127,8 +135,7 @@ async def test_cancel_keeps_finished_rows(tmp_path: Path) -> None:
     async with serve_openai_batch(batch=bs) as srv:
         task = asyncio.ensure_future(jobs.run(src, config(srv.url), output=out, mode="provider",
                                               progress=False, poll_interval=0.01, state=state))
-        while not (state.exists() and json.loads(state.read_text())["batches"][0]["id"]):
-            await asyncio.sleep(0.01)
+        await until(lambda: state.exists() and bool(json.loads(state.read_text())["batches"][0]["id"]))
         bs.clock.advance(3)
         cancelled = await jobs.cancel(state, config(srv.url))
         assert cancelled == list(bs.batches)
