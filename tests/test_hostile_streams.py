@@ -31,7 +31,7 @@ HANG_GUARD = 10.0  # seconds: only there to turn a hang into a failure
 
 async def wait_until(condition: Callable[[], bool], limit: float = HANG_GUARD) -> None:
     async def poll() -> None:
-        while not condition():
+        while not condition():  # noqa: ASYNC110 - a condition on another task's state
             await asyncio.sleep(0.005)
 
     await asyncio.wait_for(poll(), limit)
@@ -241,7 +241,7 @@ async def test_wrapper_streams_close_the_provider_stream_at_aclose(
 async def test_batch_generate_iter_stops_its_workers_at_aclose() -> None:
     llm = llmkit.MockLLM(latency=0.01)
     stream = llm.batch_generate_iter([f"prompt {i}" for i in range(50)], concurrency=4)
-    index, reply = await stream.__anext__()
+    _, reply = await stream.__anext__()
     assert reply.startswith("mock response to: prompt")
     await stream.aclose()
     # no worker task is left running (nothing more is sent) once aclose() returned
