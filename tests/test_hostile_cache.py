@@ -85,13 +85,20 @@ async def test_embedding_model_extra_is_part_of_the_key(server: ServerHandle, tm
     ]
 
 
-async def test_responses_api_extra_is_part_of_the_key(server: ServerHandle, tmp_path: Path) -> None:
+async def test_wire_field_extras_are_part_of_the_key(server: ServerHandle, tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite"
-    async with openai(server, path) as chat, openai(server, path, extra={"api": "responses"}) as resp:
-        await chat.generate("hi")
-        await resp.generate("hi")
-    assert count(server, CHAT) == 1
-    assert count(server, "/v1/responses") == 1
+    async with openai(server, path, max_tokens=50) as plain, openai(
+        server, path, max_tokens=50, extra={"max_tokens_field": "max_completion_tokens"}
+    ) as renamed, openai(server, path, max_tokens=50, extra={"organization": "org-hostile"}) as org:
+        for llm in (plain, renamed, org):
+            await llm.generate("hi")
+            await llm.generate("hi")
+            assert llm.get_metrics().cache_hits == 1
+    requests = server.state.requests_to(CHAT)
+    assert len(requests) == 3
+    assert ["max_tokens" in r.json for r in requests] == [True, False, True]
+    assert ["max_completion_tokens" in r.json for r in requests] == [False, True, False]
+    assert requests[2].headers.get("OpenAI-Organization") == "org-hostile"
 
 
 async def test_base_url_is_part_of_the_key(server: ServerHandle, tmp_path: Path) -> None:
