@@ -231,7 +231,7 @@ async def test_wrapper_streams_close_the_provider_stream_at_aclose(
             assert (await llm.chat("again")).content
     finally:
         if otel is not None:
-            from llmkit.otel import uninstrument
+            from llmkit.wrap.otel import uninstrument
 
             uninstrument()
     if otel is not None:
