@@ -12,7 +12,8 @@ Behaviour (all deterministic, validated against ``CreateResponse`` / ``Response`
   ``function_call_output``, the output). ``tools`` + ``tool_choice`` pick a function call
   as on chat completions (:func:`tests.servers.openai_chat.choose_tool`): a
   ``function_call`` item with ``call_id``, arguments ``state.tool_arguments`` or a minimal
-  schema instance. ``text.format`` ``json_schema`` / ``json_object``: a minimal instance.
+  schema instance. ``text.format`` ``json_schema`` / ``json_object``: a minimal instance (unless
+  ``state.reply`` is set: a model that does not follow the format).
   A last user message starting with ``refuse`` gets a refusal part.
 * Reasoning: with ``reasoning.effort`` (other than ``none``) or a model whose name contains
   ``reasoner``, a ``reasoning`` item comes first, text ``"The user wrote N words (effort
@@ -204,14 +205,14 @@ class ResponsesEndpoint:
             return
         text_opts = body.get("text") if isinstance(body.get("text"), dict) else {}
         fmt = text_opts.get("format")
-        text = None
-        if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+        text = state.reply  # when set, whatever the format (a model that does not follow it)
+        if text is None and isinstance(fmt, dict) and fmt.get("type") == "json_schema":
             text = structured_reply({"type": "json_schema", "json_schema": {"schema": fmt.get("schema")}})
-        elif isinstance(fmt, dict) and fmt.get("type") == "json_object":
+        elif text is None and isinstance(fmt, dict) and fmt.get("type") == "json_object":
             text = structured_reply(fmt)
         if text is None:
             source = last if last.get("role") == "tool" else user
-            text = state.reply if state.reply is not None else "Echo: " + (source or {}).get("content", "")
+            text = "Echo: " + (source or {}).get("content", "")
         limit = body.get("max_output_tokens")
         text, cut = truncate_words(text, limit if isinstance(limit, int) else None)
         plan.text = text
