@@ -9,12 +9,15 @@ the reply. llmkit works with what it sends and raises what it refuses as a typed
 
 from __future__ import annotations
 
+import signal
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Any
 
+import orjson
 import pytest
 
-from llmkit import InvalidRequestError, OpenAILLM
+from llmkit import InvalidRequestError, LLMTimeoutError, OpenAILLM, StreamError
 from tests.conformance.llama_server import LlamaServer
 from tests.conformance.test_llama_openai import WEATHER_TOOL, llm_for
 
@@ -22,8 +25,8 @@ openai = pytest.importorskip("openai", reason="openai-python is in the dev extra
 
 PROMPT = "Compare the two clients."
 GREEDY: dict[str, Any] = {"temperature": 0.0, "max_tokens": 32}
-RESPONSES_TOOL = {"type": "function", "name": WEATHER_TOOL["function"]["name"],
-                  "parameters": WEATHER_TOOL["function"]["parameters"], "strict": False}
+# the same definition in the Responses form (what llmkit sends for WEATHER_TOOL)
+RESPONSES_TOOL = {"type": "function", **WEATHER_TOOL["function"], "strict": False}
 
 
 def responses_llm(server: LlamaServer) -> OpenAILLM:
@@ -44,21 +47,14 @@ async def test_same_text_and_usage(llama_chat: LlamaServer, official: Any) -> No
         model="tiny-chat", input=PROMPT, temperature=0.0, max_output_tokens=32)
     async with responses_llm(llama_chat) as llm:
         ours = await llm.chat(PROMPT, **GREEDY)
-    body = llama_chat_last_body(ours)
     assert ours.content == theirs.output_text and ours.content
-    assert ours.id is not None and ours.id.startswith("resp_") and ours.id == body["id"]
+    assert ours.id is not None and ours.id.startswith("resp_") and ours.id == ours.raw["id"]
     assert (ours.usage.prompt_tokens, ours.usage.completion_tokens, ours.usage.total_tokens) == (
         theirs.usage.input_tokens, theirs.usage.output_tokens, theirs.usage.total_tokens)
     assert ours.usage.completion_tokens == 32
     # llama.cpp says "completed" although the limit cut the reply, and counts no reasoning
     assert ours.finish_reason == "stop" and theirs.status == "completed"
     assert ours.usage.reasoning_tokens == 0
-
-
-def llama_chat_last_body(response: Any) -> dict[str, Any]:
-    raw: dict[str, Any] = response.raw
-    assert raw["object"] == "response"
-    return raw
 
 
 async def test_same_streamed_text(llama_chat: LlamaServer, official: Any) -> None:
@@ -120,9 +116,9 @@ async def test_same_forced_tool_call(llama_chat: LlamaServer, official: Any, bra
     assert ours.finish_reason == "tool_calls"
     assert call.name == their_call.name == "get_weather"
     assert call.id.startswith("call_")
-    raw = getattr(call, "raw_arguments", None)
-    if raw is not None:
-        assert raw == their_call.arguments
+    [item] = [i for i in ours.raw["output"] if i["type"] == "function_call"]
+    assert item["arguments"] == their_call.arguments and item["call_id"] == call.id
+    assert call.arguments == orjson.loads(their_call.arguments)
     streamed = chunks[-1].completed_tool_calls
     assert streamed is not None and [c.name for c in streamed] == ["get_weather"]
     assert "".join(d.arguments for c in chunks for d in c.tool_calls) == their_call.arguments
@@ -154,3 +150,19 @@ async def test_raw_create_response(llama_chat: LlamaServer) -> None:
     assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
     assert kinds.count("response.output_text.delta") == 16
     assert usage.completion_tokens == 32
+
+
+async def test_killed_mid_stream_is_a_stream_error(own_llama_chat: LlamaServer) -> None:
+    """The body ends before response.completed: a StreamError, after the partial output."""
+    async with responses_llm(own_llama_chat) as llm:
+        received: list[str] = []
+        with pytest.raises(StreamError) as info:
+            async with aclosing(llm.generate_stream("Go on and on.", temperature=0.0,
+                                                    max_tokens=1800)) as stream:
+                async for delta in stream:
+                    received.append(delta)
+                    if len(received) == 1:
+                        own_llama_chat.signal(signal.SIGKILL)
+        metrics = llm.get_metrics()
+    assert received and not isinstance(info.value, LLMTimeoutError)
+    assert metrics.failures_by_type == {"stream_error": 1} and metrics.in_flight == 0
