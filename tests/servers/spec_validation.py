@@ -104,59 +104,6 @@ NULLABLE_PROPERTIES: dict[tuple[str, str], dict[str, str]] = {
     },
 }
 
-# The per-line objects of OpenAI's batch files, transcribed from the API reference ("The
-# request input object", "The request output object") and the Batch guide: the OpenAPI
-# file has no schema for them. An input line's ``body`` is checked against the request
-# schema of its ``url``; an output line's ``response.body`` against that endpoint's
-# response (or error) schema.
-BATCH_REQUEST_INPUT: dict[str, Any] = {
-    "type": "object",
-    "required": ["custom_id", "method", "url", "body"],
-    "properties": {
-        "custom_id": {"type": "string", "minLength": 1, "maxLength": 512},
-        "method": {"enum": ["POST"]},
-        "url": {"enum": ["/v1/chat/completions", "/v1/embeddings", "/v1/completions",
-                         "/v1/responses", "/v1/moderations"]},
-        "body": {"type": "object"},
-    },
-    "additionalProperties": False,
-}
-BATCH_REQUEST_OUTPUT: dict[str, Any] = {
-    "type": "object",
-    "required": ["id", "custom_id", "response", "error"],
-    "properties": {
-        "id": {"type": "string"},
-        "custom_id": {"type": "string"},
-        "response": {
-            "anyOf": [
-                {
-                    "type": "object",
-                    "required": ["status_code", "request_id", "body"],
-                    "properties": {
-                        "status_code": {"type": "integer"},
-                        "request_id": {"type": "string"},
-                        "body": {"type": "object"},
-                    },
-                    "additionalProperties": False,
-                },
-                {"type": "null"},
-            ]
-        },
-        "error": {
-            "anyOf": [
-                {
-                    "type": "object",
-                    "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
-                    "additionalProperties": False,
-                },
-                {"type": "null"},
-            ]
-        },
-    },
-    "additionalProperties": False,
-}
-
 # HF router feature extraction, transcribed from the "Payload" and "Response" tables of
 # huggingface/inference-providers-tasks-feature-extraction.md (there is no OpenAPI file).
 FEATURE_EXTRACTION_REQUEST: dict[str, Any] = {
@@ -328,9 +275,7 @@ def validator(spec_name: str, schema_name: str) -> Draft202012Validator:
 @cache
 def _inline_validator(name: str) -> Draft202012Validator:
     schema = {"feature-extraction-request": FEATURE_EXTRACTION_REQUEST,
-              "feature-extraction-response": FEATURE_EXTRACTION_RESPONSE,
-              "BatchRequestInput": BATCH_REQUEST_INPUT,
-              "BatchRequestOutput": BATCH_REQUEST_OUTPUT}[name]
+              "feature-extraction-response": FEATURE_EXTRACTION_RESPONSE}[name]
     return Draft202012Validator(schema)
 
 
