@@ -294,10 +294,12 @@ class HTTPTransport:
                         method, url, data, headers, model, params, timeout, ticket
                     )
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
+                    # NDJSON lazily: the lines before a malformed one still reach the
+                    # consumer (SSE events are decoded in ``parse``, one at a time)
+                    feed = parser.feed if kind == "sse" else parser.iter_feed
                     final: Any = _NO_EVENT
                     async for chunk in resp.content.iter_any():
-                        # lazily: the events before a malformed line still reach the consumer
-                        for ev in parser.iter_feed(chunk):
+                        for ev in feed(chunk):
                             last = is_last(ev)
                             item = ev if parse is None else parse(ev)
                             if last:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import base64
+import functools
 import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -22,7 +23,6 @@ from llmkit.core.types import (
     StreamChunk,
     Usage,
 )
-from llmkit.http.streaming import SSEEvent
 from llmkit.providers.http_provider import HTTPProvider
 from llmkit.providers.openai.chat import (
     OPENAI_PROVIDER_OPTIONS,
@@ -137,7 +137,7 @@ class OpenAICompatible(HTTPProvider):
         self,
         messages: MessagesInput,
         options: Mapping[str, Any],
-        parse: Callable[[SSEEvent, str], Any],
+        parse: Callable[..., Any],  # (event, provider=...)
         *,
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
@@ -151,7 +151,7 @@ class OpenAICompatible(HTTPProvider):
         return self._http.stream(
             "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
             model=body["model"], end_marker="data: [DONE]",
-            parse=lambda ev: parse(ev, provider), client=client,
+            parse=functools.partial(parse, provider=provider), client=client,
         )
 
     async def chat_stream(
