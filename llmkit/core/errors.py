@@ -21,6 +21,8 @@ __all__ = [
     "PermissionDeniedError",
     "ProviderNotFoundError",
     "RateLimitError",
+    "ReplyTruncatedError",
+    "ReplyValidationError",
     "ServerError",
     "StreamError",
     "StreamTimeoutError",
@@ -154,6 +156,25 @@ class InvalidRequestError(LLMError):
 
 class ContextLengthError(InvalidRequestError):
     type = "context_length_exceeded"
+
+
+class ReplyValidationError(LLMError):
+    """The model's reply does not match the requested ``response_format``. ``response`` is
+    the whole :class:`~llmkit.ChatResponse` (content, usage, finish_reason, raw); its usage
+    is counted."""
+
+    type = "reply_invalid"
+
+    def __init__(self, message: str, *, response: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.response = response
+
+
+class ReplyTruncatedError(ReplyValidationError):
+    """The token limit cut the structured reply (``finish_reason == "length"``) before it
+    was complete."""
+
+    type = "reply_truncated"
 
 
 class LLMTimeoutError(LLMError, TimeoutError):

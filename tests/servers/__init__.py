@@ -6,7 +6,9 @@ Quick use::
         srv.state.add_fault("status", status=429, headers={"Retry-After": "0"})
         ...
 
-See ``base`` for the fault kinds.
+See ``base`` for the fault kinds. ``serve_openai_batch()`` adds OpenAI's Files and Batch API
+to the OpenAI server (``openai_batch_server``; ``srv.batch`` holds its files, batches and
+clock).
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ from .base import (
 )
 from .hf_server import DEFAULT_HF_MODELS, default_hub_models, make_hf_app, make_tgi_app
 from .ollama_server import DEFAULT_OLLAMA_MODELS, make_ollama_app, normalize_model
+from .openai_batch_server import (
+    BatchServerHandle,
+    BatchState,
+    FastClock,
+    make_openai_batch_app,
+    serve_openai_batch,
+)
 from .openai_server import DEFAULT_OPENAI_MODELS, make_openai_app
 
 
@@ -98,7 +107,10 @@ __all__ = [
     "DEFAULT_OPENAI_MODELS",
     "FAULT_KINDS",
     "STREAM_ONLY_KINDS",
+    "BatchServerHandle",
+    "BatchState",
     "EventWriter",
+    "FastClock",
     "Fault",
     "RecordedRequest",
     "ServerHandle",
@@ -110,6 +122,7 @@ __all__ = [
     "make_hf_app",
     "make_ollama_app",
     "make_openai_app",
+    "make_openai_batch_app",
     "make_tgi_app",
     "normalize_model",
     "ollama_error_body",
@@ -122,6 +135,7 @@ __all__ = [
     "serve_hf",
     "serve_ollama",
     "serve_openai",
+    "serve_openai_batch",
     "serve_tgi",
     "status_fault",
     "tgi_error_body",

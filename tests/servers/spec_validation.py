@@ -23,7 +23,9 @@ exceptions are :data:`ALLOWED_EXTRA_PROPERTIES`, each with the document that def
 OpenAPI quirks are normalised: ``nullable: true`` (with or without ``type``) means "may
 also be null"; boolean ``exclusiveMinimum``/``exclusiveMaximum`` (OpenAPI 3.0) become the
 numeric form; ``example``/``examples`` are dropped (TGI's are not always of the declared
-type). Validators are compiled once per (spec, schema) and cached.
+type); a ``oneOf`` with a ``discriminator`` is checked as ``anyOf`` (OpenAPI selects the
+member by the discriminator, and OpenAI's input items overlap); draft 2019-09
+``$recursiveRef`` becomes a ``$ref``. Validators are compiled once per (spec, schema) and cached.
 """
 
 from __future__ import annotations
@@ -88,6 +90,20 @@ WIDENED_PROPERTIES: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     ),
 }
 
+# (spec, "Component") -> {property: the document that shows it null}. OpenAI's API sends
+# these as ``null`` until they apply, which the OpenAPI file does not declare.
+NULLABLE_PROPERTIES: dict[tuple[str, str], dict[str, str]] = {
+    ("openai", "Batch"): {
+        prop: "OpenAI API reference, the batch object example (`\"output_file_id\": null` ...); "
+        "openai-python types/batch.py (Optional)"
+        for prop in (
+            "errors", "output_file_id", "error_file_id", "in_progress_at", "expires_at",
+            "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
+            "cancelled_at", "usage",
+        )
+    },
+}
+
 # HF router feature extraction, transcribed from the "Payload" and "Response" tables of
 # huggingface/inference-providers-tasks-feature-extraction.md (there is no OpenAPI file).
 FEATURE_EXTRACTION_REQUEST: dict[str, Any] = {
@@ -137,6 +153,21 @@ _SCHEMA_ONE = (
 _DROPPED = frozenset({"example", "examples", "discriminator", "xml", "externalDocs"})
 
 
+def _resolve_recursive_refs(schema: Any, component: str) -> None:
+    """Draft 2019-09 ``$recursiveRef: "#"`` (OpenAI's ``CompoundFilter``) becomes a plain
+    ``$ref`` to the component that holds it; ``$recursiveAnchor`` goes."""
+    if isinstance(schema, list):
+        for item in schema:
+            _resolve_recursive_refs(item, component)
+    elif isinstance(schema, dict):
+        schema.pop("$recursiveAnchor", None)
+        if schema.get("$recursiveRef") == "#":
+            del schema["$recursiveRef"]
+            schema["$ref"] = _REF_PREFIX + component
+        for value in schema.values():
+            _resolve_recursive_refs(value, component)
+
+
 class _StrictSchemas:
     """The components of one spec, rewritten closed (see the module docstring). A component
     used as an ``allOf`` part is referenced in an "open" variant (``<name>~open``) so the
@@ -145,11 +176,18 @@ class _StrictSchemas:
     def __init__(self, spec_name: str) -> None:
         spec = load_spec(spec_name)
         self.source: dict[str, Any] = copy.deepcopy(spec["components"]["schemas"])
+        for name, schema in self.source.items():
+            _resolve_recursive_refs(schema, name)
         for (spec_key, where), extra in ALLOWED_EXTRA_PROPERTIES.items():
             if spec_key == spec_name:
                 props = self._at(where).setdefault("properties", {})
                 for prop in extra:
                     props.setdefault(prop, {})
+        for (spec_key, where), nullable in NULLABLE_PROPERTIES.items():
+            if spec_key == spec_name:
+                props = self._at(where)["properties"]
+                for prop in nullable:
+                    props[prop] = {"anyOf": [props[prop], {"type": "null"}]}
         for (spec_key, where), (schema, _doc) in WIDENED_PROPERTIES.items():
             if spec_key == spec_name:
                 parent, _, prop = where.rpartition("/")
@@ -197,6 +235,11 @@ class _StrictSchemas:
             elif key == "allOf":
                 out[key] = [self.node(v, True) for v in value]
             elif key in ("anyOf", "oneOf"):
+                # OpenAPI picks a ``oneOf`` member by its ``discriminator``; members that
+                # overlap (``EasyInputMessage`` / ``InputMessage``) would fail JSON Schema's
+                # "exactly one", so a discriminated ``oneOf`` is checked as ``anyOf``.
+                if key == "oneOf" and "discriminator" in schema:
+                    key = "anyOf"
                 out[key] = [self.node(v, open_ or combines) for v in value]
             elif key in ("exclusiveMinimum", "exclusiveMaximum") and isinstance(value, bool):
                 bound = "minimum" if key == "exclusiveMinimum" else "maximum"
@@ -293,12 +336,34 @@ ENDPOINTS: dict[str, list[tuple[str, str, Endpoint]]] = {
         ("POST", r"/v1/completions", Endpoint(
             ("openai", "CreateCompletionRequest"), ("openai", "CreateCompletionResponse"),
             ("openai", "CreateCompletionResponse"), _OPENAI_ERROR)),
+        ("POST", r"/v1/responses", Endpoint(
+            ("openai", "CreateResponse"), ("openai", "Response"),
+            ("openai", "ResponseStreamEvent"), _OPENAI_ERROR)),
+        ("GET", r"/v1/responses/[^/]+", Endpoint(None, ("openai", "Response"), None,
+                                                _OPENAI_ERROR)),
         ("POST", r"/v1/embeddings", Endpoint(
             ("openai", "CreateEmbeddingRequest"), ("openai", "CreateEmbeddingResponse"),
             None, _OPENAI_ERROR)),
         ("GET", r"/v1/models", Endpoint(None, ("openai", "ListModelsResponse"), None,
                                         _OPENAI_ERROR)),
         ("GET", r"/v1/models/.+", Endpoint(None, ("openai", "Model"), None, _OPENAI_ERROR)),
+        # Files and Batch API (tests/servers/openai_batch_server.py). The upload is
+        # multipart (CreateFileRequest): its handler validates the form fields itself.
+        ("POST", r"/v1/files", Endpoint(None, ("openai", "OpenAIFile"), None, _OPENAI_ERROR)),
+        ("GET", r"/v1/files", Endpoint(None, ("openai", "ListFilesResponse"), None,
+                                       _OPENAI_ERROR)),
+        ("GET", r"/v1/files/[^/]+/content", Endpoint(None, None, None, _OPENAI_ERROR)),
+        ("GET", r"/v1/files/[^/]+", Endpoint(None, ("openai", "OpenAIFile"), None,
+                                             _OPENAI_ERROR)),
+        ("DELETE", r"/v1/files/[^/]+", Endpoint(None, ("openai", "DeleteFileResponse"), None,
+                                                _OPENAI_ERROR)),
+        ("POST", r"/v1/batches", Endpoint(
+            ("openai", "CreateBatchRequest"), ("openai", "Batch"), None, _OPENAI_ERROR)),
+        ("GET", r"/v1/batches", Endpoint(None, ("openai", "ListBatchesResponse"), None,
+                                         _OPENAI_ERROR)),
+        ("GET", r"/v1/batches/[^/]+", Endpoint(None, ("openai", "Batch"), None, _OPENAI_ERROR)),
+        ("POST", r"/v1/batches/[^/]+/cancel", Endpoint(None, ("openai", "Batch"), None,
+                                                       _OPENAI_ERROR)),
     ],
     "ollama": [
         ("POST", r"/api/generate", Endpoint(
