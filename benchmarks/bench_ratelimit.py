@@ -27,7 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from llmkit import OpenAILLM  # noqa: E402
-from llmkit.ratelimit import Feedback, Ticket  # noqa: E402
+from llmkit.http.ratelimit import Feedback, Ticket  # noqa: E402
 
 SERVER = """
 import asyncio, json, sys
