@@ -60,8 +60,8 @@ async def vllm() -> AsyncIterator[ServerHandle]:
 
 
 def llm_for(server: ServerHandle, **config: Any) -> OpenAILLM:
-    return OpenAILLM(LLMConfig(provider="openai", model=MODEL, base_url=server.url,
-                               api_key="none", max_retries=0, **config))
+    settings: dict[str, Any] = {"model": MODEL, "api_key": "none", "max_retries": 0, **config}
+    return OpenAILLM(LLMConfig(provider="openai", base_url=server.url, **settings))
 
 
 def official(server: ServerHandle) -> openai.AsyncOpenAI:
@@ -226,8 +226,9 @@ async def test_removed_guided_fields_are_refused_with_the_new_name(
     vllm: ServerHandle, old: str, value: Any
 ) -> None:
     async with llm_for(vllm) as llm:
-        with pytest.raises(InvalidRequestError, match="structured_outputs"):
+        with pytest.raises(InvalidRequestError, match="structured_outputs") as info:
             await llm.chat("hi", **{old: value})
+        assert info.value.param == old
         # what vLLM 0.32 does with them: 200, unconstrained text, a warning in its log
         response = await llm.chat("hi", extra_body={old: value})
     assert response.content == "Echo: hi"

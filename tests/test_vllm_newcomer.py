@@ -38,8 +38,9 @@ PARIS_ROME = [{"city": "Paris"}, {"city": "Rome"}]
 
 
 def llm_for(server: ServerHandle, **config: Any) -> OpenAILLM:
+    settings: dict[str, Any] = {"api_key": "none", "max_retries": 0, **config}
     return OpenAILLM(LLMConfig(provider="openai", model="gpt-4o-mini", base_url=server.url,
-                               api_key="none", max_retries=0, **config))
+                               **settings))
 
 
 def _calls(chunks: list[Any]) -> list[ToolCall]:

@@ -59,7 +59,7 @@ async def test_a_structured_reply_cut_by_max_tokens_is_reply_truncated(
     response = info.value.response
     assert response.finish_reason == "length"
     assert response.usage.completion_tokens == 3 == usage.completion_tokens
-    assert response.content.startswith("{")
+    # the grammar lets the random model start with whitespace: 3 tokens hold no whole City
     with pytest.raises(openai.LengthFinishReasonError) as theirs:
         await official.chat.completions.parse(
             model="tiny-chat", messages=[{"role": "user", "content": "Which city?"}],

@@ -126,7 +126,9 @@ class HFLocalMode(OpenAICompatible):
             content=result.text, finish_reason=result.finish_reason, usage=usage, model=self.model
         )
         if response_format is not None:
-            response.parsed = parse_structured(result.text, response_format, self.provider)
+            response.parsed = parse_structured(
+                result.text, response_format, self.provider, response
+            )
         return response
 
     async def _local_stream(
