@@ -270,6 +270,8 @@ class Choice(_Model):
 
 
 class ChatResponse(_Model):
+    id: str | None = None
+    """The server's id of the response (the Responses API's ``resp_...``), where it gives one."""
     content: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     finish_reason: str | None = None
@@ -288,6 +290,11 @@ class ChatResponse(_Model):
     """Per-token log probabilities when requested (OpenAI's ``logprobs.content`` shape)."""
     choices: list[Choice] = Field(default_factory=list, repr=False)
     """Every choice (``n > 1``); the top-level fields are choice 0's."""
+
+    @classmethod
+    def _trusted(cls, fields: dict[str, Any]) -> Self:
+        fields.setdefault("id", None)
+        return super()._trusted(fields)
 
 
 class StreamChunk(_Model):

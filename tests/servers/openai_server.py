@@ -19,6 +19,8 @@ Behaviour (all deterministic):
   caching and custom tool calls: see :mod:`tests.servers.openai_chat`.
 * Model ``missing-model`` -> 404 ``model_not_found``; more than ``state.context_length``
   prompt words -> 400 ``context_length_exceeded``.
+* ``POST /v1/responses``, ``GET /v1/responses/{id}`` (the Responses API): see
+  :mod:`tests.servers.openai_responses`.
 * ``POST /v1/embeddings``, ``POST /v1/completions``, ``GET /v1/models``,
   ``GET /v1/models/{id}`` (a model id starting with ``vllm/`` has vLLM's
   ``max_model_len`` = ``state.context_length``).
@@ -60,6 +62,7 @@ from .openai_chat import (
     structured_reply,
 )
 from .openai_chat_handler import make_chat_handler
+from .openai_responses import add_responses_routes
 from .openai_vllm import (
     OLLAMA_OPENAI_DIALECT,
     VLLM_CHAT_ERRORS,
@@ -385,6 +388,7 @@ def add_openai_routes(
         return json_response(model_obj(model_id))
 
     app.router.add_post(f"{prefix}/chat/completions", make_chat_handler(state, errors, dialect))
+    add_responses_routes(app, state, OPENAI_CHAT_ERRORS, prefix)
     app.router.add_post(f"{prefix}/embeddings", embeddings)
     app.router.add_post(f"{prefix}/completions", completions)
     app.router.add_get(f"{prefix}/models", list_models)

@@ -1,20 +1,23 @@
-"""Local mode of :class:`~llmkit.providers.huggingface.client.HuggingFaceLLM` (``base_url="local"``
-or ``set_use_local(True)``): the hand-off to :class:`llmkit.providers.huggingface.local.LocalBackend`
-(transformers and sentence-transformers, imported only when local mode is first used),
+"""Local mode of :class:`~llmkit.providers.huggingface.client.HuggingFaceLLM`
+(``base_url="local"`` or ``set_use_local(True)``) as an object of its own,
+:class:`LocalMode`: the hand-off to :class:`llmkit.providers.huggingface.local.LocalBackend`
+(transformers and sentence-transformers, imported only when local mode is first used), and
 prompt caches. Concurrent local calls are batched together by the backend (a batch of
 prompts is the base fan-out of ``generate()`` calls); ``max_concurrency`` bounds them like
-HTTP requests. Options from ``extra``: ``device``, ``dtype``, ``trust_remote_code``
-(default False), ``embedding_model``, ``normalize_embeddings``, ``max_batch_size`` (rows
-decoding together), ``embed_batch_size`` (texts per encoder mini-batch)."""
+HTTP requests (the call layer takes the slot per call). Options from ``extra``: ``device``,
+``dtype``, ``trust_remote_code`` (default False), ``embedding_model``,
+``normalize_embeddings``, ``max_batch_size`` (rows decoding together), ``embed_batch_size``
+(texts per encoder mini-batch)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import aclosing, contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from llmkit.base import PromptCache, parse_structured
+from llmkit.base import PromptCache
+from llmkit.core.config import LLMConfig
 from llmkit.core.errors import (
     ConfigError,
     InvalidRequestError,
@@ -22,46 +25,66 @@ from llmkit.core.errors import (
     ModelNotFoundError,
     NotSupportedError,
 )
+from llmkit.core.options import ClientOptions
+from llmkit.core.structured import parse_structured
 from llmkit.core.types import ChatResponse, MessagesInput, StreamChunk, Usage, normalize_messages
-from llmkit.providers.openai.client import OpenAICompatible
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Sequence
-
     from llmkit.providers.huggingface.local import LocalBackend
 
-__all__ = ["HFLocalMode"]
+__all__ = ["LocalMode"]
 
 _LOCAL_OPTIONS = ("device", "dtype", "trust_remote_code", "embedding_model",
                   "normalize_embeddings", "max_batch_size", "embed_batch_size")
 
 
-class HFLocalMode(OpenAICompatible):
-    """Local-mode methods; the subclass dispatches to them while ``_use_local`` is set."""
+class LocalOwner(Protocol):
+    """What local mode needs of the instance it serves."""
 
-    _use_local: bool
-    _local: LocalBackend | None
+    @property
+    def config(self) -> LLMConfig: ...
 
-    # ------------------------------------------------------------------ local mode
+    @property
+    def provider(self) -> str: ...
 
-    def _local_backend(self) -> LocalBackend:
-        if self._local is None:
+    @property
+    def model(self) -> str: ...
+
+    def _options(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], ClientOptions]: ...
+
+    def _record_usage(self, usage: Usage | None) -> None: ...
+
+
+class LocalMode:
+    """Local inference for one instance: chat, streams, embeddings and prompt caches."""
+
+    def __init__(self, owner: LocalOwner) -> None:
+        self.owner = owner
+        self._backend: LocalBackend | None = None
+
+    @property
+    def provider(self) -> str:
+        return self.owner.provider
+
+    def backend(self) -> LocalBackend:
+        """The backend, built (not loaded) on first use."""
+        if self._backend is None:
             try:
                 from llmkit.providers.huggingface.local import LocalBackend
             except ImportError as exc:  # pragma: no cover - part of the package
                 raise ConfigError(f"local mode is unavailable: {exc}", provider=self.provider) from None
-            extra = self.config.extra
+            extra = self.owner.config.extra
             kwargs: dict[str, Any] = {k: extra[k] for k in _LOCAL_OPTIONS if k in extra}
             kwargs.setdefault("trust_remote_code", False)
             try:
-                self._local = LocalBackend(self.model, **kwargs)
+                self._backend = LocalBackend(self.owner.model, **kwargs)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"invalid local option: {exc}", provider=self.provider) from None
-        return self._local
+        return self._backend
 
     @contextmanager
-    def _local_errors(self) -> Iterator[None]:
-        """Local failures as typed errors (the call layer takes the slot and counts the call)."""
+    def errors(self) -> Iterator[None]:
+        """Local failures as typed errors."""
         try:
             yield
         except LLMError:
@@ -76,15 +99,17 @@ class HFLocalMode(OpenAICompatible):
             raise InvalidRequestError(str(exc), provider=self.provider) from None
         except OSError as exc:
             raise ModelNotFoundError(
-                f"cannot load local model {self.model!r}: {exc}", provider=self.provider
+                f"cannot load local model {self.owner.model!r}: {exc}", provider=self.provider
             ) from None
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise LLMError(f"local generation failed: {exc!r}", provider=self.provider) from exc
 
-    def _local_params(self, options: dict[str, Any]) -> dict[str, Any]:
-        opts, _ = self._options(options)
+    # ------------------------------------------------------------------ requests
+
+    def params(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        opts, _ = self.owner._options(options)
         top_p = opts.get("top_p")
         params: dict[str, Any] = {
             "temperature": float(opts.get("temperature") or 0.0),
@@ -97,33 +122,19 @@ class HFLocalMode(OpenAICompatible):
         return params
 
     @staticmethod
-    def _local_messages(messages: MessagesInput) -> list[dict[str, Any]]:
+    def messages(messages: MessagesInput) -> list[dict[str, Any]]:
         return [{"role": str(m.role), "content": m.text()} for m in normalize_messages(messages)]
 
-    def _no_local_tools(self, tools: Sequence[Any] | None) -> None:
+    def _no_tools(self, tools: Sequence[Any] | None) -> None:
         if tools:
             raise NotSupportedError("tools are not supported in local mode", provider=self.provider)
 
-    async def _local_chat(
-        self,
-        messages: MessagesInput,
-        *,
-        tools: Sequence[Any] | None,
-        response_format: Any,
-        **options: Any,
-    ) -> ChatResponse:
-        self._no_local_tools(tools)
-        msgs = self._local_messages(messages)
-        params = self._local_params(options)
-        with self._local_errors():
-            result = await self._local_backend().generate(msgs, **params)
-        return self._local_response(result, response_format)
-
-    def _local_response(self, result: Any, response_format: Any = None) -> ChatResponse:
+    def _response(self, result: Any, response_format: Any = None) -> ChatResponse:
         usage = Usage.of(result.prompt_tokens, result.completion_tokens)
-        self._record_usage(usage)
+        self.owner._record_usage(usage)
         response = ChatResponse(
-            content=result.text, finish_reason=result.finish_reason, usage=usage, model=self.model
+            content=result.text, finish_reason=result.finish_reason, usage=usage,
+            model=self.owner.model,
         )
         if response_format is not None:
             response.parsed = parse_structured(
@@ -131,59 +142,70 @@ class HFLocalMode(OpenAICompatible):
             )
         return response
 
-    async def _local_stream(
-        self, messages: MessagesInput, *, tools: Sequence[Any] | None, **options: Any
+    # ------------------------------------------------------------------ calls
+
+    async def chat(
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None,
+        response_format: Any,
+        options: Mapping[str, Any],
+    ) -> ChatResponse:
+        self._no_tools(tools)
+        msgs = self.messages(messages)
+        params = self.params(options)
+        with self.errors():
+            result = await self.backend().generate(msgs, **params)
+        return self._response(result, response_format)
+
+    async def stream(
+        self, messages: MessagesInput, *, tools: Sequence[Any] | None, options: Mapping[str, Any]
     ) -> AsyncGenerator[StreamChunk, None]:
-        self._no_local_tools(tools)
-        msgs = self._local_messages(messages)
-        params = self._local_params(options)
+        self._no_tools(tools)
+        msgs = self.messages(messages)
+        params = self.params(options)
         usage_out: dict[str, Any] = {}
-        with self._local_errors():
-            backend = self._local_backend()
-            stream: AsyncIterator[str] = backend.stream(msgs, usage_out=usage_out, **params)
+        with self.errors():
+            stream: AsyncIterator[str] = self.backend().stream(msgs, usage_out=usage_out, **params)
             async with aclosing(stream):  # type: ignore[type-var]
                 async for delta in stream:
                     yield StreamChunk(delta=delta)
         usage = Usage.of(usage_out.get("prompt_tokens"), usage_out.get("completion_tokens"))
-        self._record_usage(usage)
+        self.owner._record_usage(usage)
         yield StreamChunk(finish_reason=usage_out.get("finish_reason") or "stop", usage=usage)
 
-    # ------------------------------------------------------------------ batches
-
-    def supports_batching(self) -> bool:
-        return self._use_local
-
-    # ------------------------------------------------------------------ caches
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        with self.errors():
+            return await self.backend().embed(texts)
 
     async def build_cache(self, prefix_messages: MessagesInput) -> PromptCache:
-        """Process a conversation prefix once (local mode) for :meth:`generate_with_cache`."""
-        if not self._use_local:
-            raise NotSupportedError(
-                "prompt caches need local mode (base_url='local')", provider=self.provider
-            )
-        msgs = self._local_messages(prefix_messages)
-        with self._local_errors():
-            handle = await self._local_backend().build_cache(msgs)
+        msgs = self.messages(prefix_messages)
+        with self.errors():
+            handle = await self.backend().build_cache(msgs)
         return PromptCache(self.provider, msgs, handle)
 
     async def generate_with_cache(
-        self, messages: MessagesInput, cache: PromptCache, **options: Any
+        self, messages: MessagesInput, cache: PromptCache, options: Mapping[str, Any]
     ) -> str:
-        """Generate for ``messages`` (the full conversation, starting with the cached
-        prefix) reusing the prefix's KV cache. Local mode only."""
-        if not self._use_local:
-            raise NotSupportedError(
-                "prompt caches need local mode (base_url='local')", provider=self.provider
-            )
         if not isinstance(cache, PromptCache) or cache.provider != self.provider:
             raise InvalidRequestError(
                 "cache must come from this provider's build_cache()", provider=self.provider
             )
-        msgs = self._local_messages(messages)
-        params = self._local_params(options)
-        with self._local_errors():
-            result = await self._local_backend().generate_with_cache(
-                msgs, cache.handle, **params
-            )
-        return self._local_response(result).content
+        msgs = self.messages(messages)
+        params = self.params(options)
+        with self.errors():
+            result = await self.backend().generate_with_cache(msgs, cache.handle, **params)
+        return self._response(result).content
 
+    async def load(self) -> None:
+        with self.errors():
+            await self.backend().load()
+
+    def info(self) -> dict[str, Any]:
+        return self.backend().info()
+
+    async def aclose(self) -> None:
+        if self._backend is not None:
+            backend, self._backend = self._backend, None
+            await backend.aclose()

@@ -15,13 +15,13 @@ from llmkit.core.options import ClientOptions
 from llmkit.core.structured import parse_structured
 from llmkit.core.types import ChatResponse, MessagesInput, StreamChunk, normalize_messages
 from llmkit.providers.huggingface import tgi as hf_tgi
-from llmkit.providers.huggingface.local_mode import HFLocalMode
 from llmkit.providers.huggingface.tgi import TGILimits
+from llmkit.providers.openai.client import OpenAICompatible
 
 __all__ = ["HFServerAPI"]
 
 
-class HFServerAPI(HFLocalMode):
+class HFServerAPI(OpenAICompatible):
     """API detection and TGI calls; ``_api`` is set by the subclass when it is known from
     the configuration (the router), else resolved on first use."""
 

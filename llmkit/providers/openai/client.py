@@ -51,6 +51,7 @@ from llmkit.providers.openai.chat import (
 )
 from llmkit.providers.openai.chat.models import looks_like_llama_cpp
 from llmkit.providers.openai.chat.options import REMOVED_OPTIONS
+from llmkit.providers.openai.responses import ResponsesAPI, responses_api
 
 __all__ = ["OpenAILLM"]
 
@@ -75,6 +76,7 @@ class OpenAICompatible(HTTPProvider):
         super().__init__(config, **kwargs)
         self._max_tokens_field = max_tokens_field(self._http.base_url, self.config.extra)
         self._unsupported: Mapping[str, str] = {**REMOVED_OPTIONS, **self.unsupported_options}
+        self._responses: ResponsesAPI | None = None  # extra={"api": "responses"}
 
     def _options(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], ClientOptions]:
         return resolve_options(
@@ -125,6 +127,11 @@ class OpenAICompatible(HTTPProvider):
         response_format: Any = None,
         **options: Unpack[OpenAIOptions],
     ) -> ChatResponse:
+        if self._responses is not None:
+            return await self._responses.chat(
+                messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
+                options=options,
+            )
         body, model_cls, client = self._request(
             messages, options, tools=tools, tool_choice=tool_choice,
             response_format=response_format,
@@ -175,6 +182,13 @@ class OpenAICompatible(HTTPProvider):
         """Chunks in arrival order, each with the ``index`` of its choice. A choice's
         finishing chunk carries its assembled tool calls; the trailing usage is merged
         into the last finishing chunk."""
+        if self._responses is not None:
+            async for chunk in self._responses.chat_stream(
+                messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
+                options=options,
+            ):
+                yield chunk
+            return
         events = self._open_stream(
             messages, options, parse_stream_event,
             tools=tools, tool_choice=tool_choice, response_format=response_format,
@@ -236,6 +250,13 @@ class OpenAICompatible(HTTPProvider):
         **options: Unpack[OpenAIOptions],
     ) -> AsyncGenerator[str, None]:
         """Text deltas of choice 0 (the other choices of ``n > 1`` are not mixed in)."""
+        if self._responses is not None:
+            async for text in self._responses.generate_stream(
+                messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
+                options=options,
+            ):
+                yield text
+            return
         events = self._open_stream(
             messages, options, parse_stream_text,
             tools=tools, tool_choice=tool_choice, response_format=response_format,
@@ -308,6 +329,7 @@ class OpenAILLM(OpenAICompatible):
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         self._unsupported = refused_options(self._http.base_url)
+        self._responses = responses_api(self, is_openai_host(self._http.base_url))
         self._server_context: int | None = None
 
     def _base_url(self) -> str:
@@ -369,6 +391,13 @@ class OpenAILLM(OpenAICompatible):
         if isinstance(data, dict):
             self._record_usage(_usage_or_none(data.get("usage")))
         return data
+
+    async def create_response(self, request: dict[str, Any]) -> Any:
+        """Send a raw Responses API request (``POST /responses``), as given (``model``
+        defaults to the config's), whatever ``extra["api"]`` says. Returns the decoded
+        response, or with ``"stream": True`` an async iterator of event dicts (an ``error``
+        event raises its typed error). The usage counts in ``get_token_usage()``."""
+        return await ResponsesAPI(self).create_response(request)
 
     async def _raw_stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         provider = self.provider

@@ -49,6 +49,16 @@ class OpenAIOptions(CallOptions, total=False):
     safety_identifier: str
     max_completion_tokens: int
     stream_options: Mapping[str, Any]
+    # OpenAI's Responses API (extra={"api": "responses"}); refused on chat completions
+    previous_response_id: str
+    instructions: str
+    reasoning: Mapping[str, Any]
+    include: list[str]
+    truncation: str
+    max_tool_calls: int
+    conversation: Any
+    background: bool
+    prompt: Mapping[str, Any]
     # llama.cpp server
     min_p: float
     typical_p: float
