@@ -1,5 +1,9 @@
 """HTTP transport shared by the providers: pooled sessions, the limiter, retries with
-backoff, typed errors, bounded reads and incremental SSE / NDJSON streaming."""
+backoff, typed errors, bounded reads and incremental SSE / NDJSON streaming.
+
+Closing it ends everything in flight at once (:mod:`llmkit.http.inflight`): a request fails
+with ``ConfigError("instance is closed")``, a stream with a :class:`StreamError` saying
+the instance was closed; neither is retried."""
 
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ from llmkit.http.bodies import (
 )
 from llmkit.http.client_errors import map_client_error
 from llmkit.http.error_mapping import error_from_response
+from llmkit.http.inflight import InFlight
 from llmkit.http.ratelimit import RateLimiter, Ticket
 from llmkit.http.retry import RetryPolicy
 from llmkit.http.session import SessionManager, SessionOptions, connections_opened, undelivered
@@ -79,6 +84,7 @@ class HTTPTransport:
         self.max_response_bytes = max_response_bytes
         self.max_event_bytes = max_event_bytes
         self.hooks = hooks
+        self.inflight = InFlight()
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout, sock_read=timeout
@@ -90,6 +96,7 @@ class HTTPTransport:
         return f"{self.base_url}/{path.lstrip('/')}"
 
     async def aclose(self) -> None:
+        self.inflight.close()  # first: what is woken sees the instance closed
         await self.sessions.aclose()
 
     # ------------------------------------------------------------------ plain requests
@@ -143,7 +150,7 @@ class HTTPTransport:
                             params, tmo, model, parse, ticket,
                         )
                 except LLMError as exc:
-                    if not retry or not policy.should_retry(exc, attempt):
+                    if not retry or self.inflight.closed or not policy.should_retry(exc, attempt):
                         raise
                     if waits is None:
                         waits = policy.waits()
@@ -156,7 +163,7 @@ class HTTPTransport:
                         "%s %s failed (%s); retry %d in %.2fs",
                         method, redact(url), exc.type, attempt, delay,
                     )
-                    await asyncio.sleep(delay)
+                    await self.inflight.pause(delay)
                     continue
                 metrics.finish(time.perf_counter() - started)
                 if hooks is not None:
@@ -201,11 +208,15 @@ class HTTPTransport:
                     method, url, data=data, headers=headers, params=params, timeout=timeout
                 ) as resp:
                     self.rate_limiter.observe(ticket, resp.headers, resp.status)
-                    body = await read_bounded(resp, self.max_response_bytes, self.provider)
+                    self.inflight.track(resp)
+                    try:
+                        body = await read_bounded(resp, self.max_response_bytes, self.provider)
+                    finally:
+                        self.inflight.untrack(resp)
                     status, resp_headers = resp.status, resp.headers
                     ctype, charset = resp.content_type, resp.charset
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                if resend and undelivered(exc, session, opened) and not self.sessions.closed:
+                if resend and undelivered(exc, session, opened) and not self._closed():
                     continue  # a stale pooled connection: the server never saw this request
                 self.rate_limiter.observe(ticket, None, None)
                 error = self._client_error(exc, url, stream=False)
@@ -222,9 +233,20 @@ class HTTPTransport:
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _client_error(self, exc: BaseException, url: str, *, stream: bool) -> LLMError:
-        if self.sessions.closed:  # the pool was closed under this request: no retry
-            return ConfigError("instance is closed", provider=self.provider)
+    def _closed(self) -> bool:
+        return self.inflight.closed or self.sessions.closed
+
+    def _closed_error(self, streaming: bool) -> LLMError:
+        if streaming:
+            return StreamError("stream ended: the instance was closed", provider=self.provider)
+        return ConfigError("instance is closed", provider=self.provider)
+
+    def _client_error(
+        self, exc: BaseException, url: str, *, stream: bool, streaming: bool = False
+    ) -> LLMError:
+        """``stream``: output was already delivered; ``streaming``: a stream's request."""
+        if self._closed():  # the pool was closed under this request: no retry
+            return self._closed_error(streaming or stream)
         return map_client_error(exc, self.provider, url, stream=stream)
 
     # ------------------------------------------------------------------ streaming
@@ -286,6 +308,11 @@ class HTTPTransport:
                     await hooks.attempt("request", self.provider, model, attempt)
                 await limiter.acquire()
                 held = True
+                if self._closed():  # closed while this stream waited for a slot or a retry
+                    limiter.release()
+                    held = False
+                    error_type = "stream_error"
+                    raise self._closed_error(True)
                 resp: aiohttp.ClientResponse | None = None
                 err: LLMError | None = None
                 try:
@@ -293,6 +320,7 @@ class HTTPTransport:
                     resp = await self._open(
                         method, url, data, headers, model, params, timeout, ticket
                     )
+                    self.inflight.track(resp)
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
                     final: Any = _NO_EVENT
                     async for chunk in resp.content.iter_any():
@@ -346,7 +374,7 @@ class HTTPTransport:
                 except LLMError as exc:
                     err = exc
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                    err = self._client_error(exc, url, stream=yielded)
+                    err = self._client_error(exc, url, stream=yielded, streaming=True)
                     if yielded and not isinstance(err, StreamError):
                         # a read timeout stays a timeout too (StreamTimeoutError)
                         cls = StreamTimeoutError if isinstance(err, LLMTimeoutError) else StreamError
@@ -356,11 +384,14 @@ class HTTPTransport:
                         )
                 finally:
                     if resp is not None:
+                        self.inflight.untrack(resp)
                         finish_response(resp, complete=error_type is None)
                     if held:
                         limiter.release()
                 assert err is not None
-                if yielded or not policy.should_retry(err, attempt):
+                if self._closed() and isinstance(err, ConfigError):
+                    err = self._closed_error(True)  # no new pool for the next attempt
+                if yielded or self._closed() or not policy.should_retry(err, attempt):
                     error_type = err.type
                     if hooks is not None:
                         duration = time.perf_counter() - started
@@ -373,7 +404,7 @@ class HTTPTransport:
                     await hooks.attempt("retry", self.provider, model, attempt, error=err, delay=delay)
                 attempt += 1
                 metrics.retry()
-                await asyncio.sleep(delay)
+                await self.inflight.pause(delay)
         finally:
             if error_type is None or stopped_early:
                 metrics.finish(time.perf_counter() - started)
@@ -400,10 +431,10 @@ class HTTPTransport:
                     timeout=timeout or self._stream_timeout,
                 )
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                if resend and undelivered(exc, session, opened) and not self.sessions.closed:
+                if resend and undelivered(exc, session, opened) and not self._closed():
                     continue  # a stale pooled connection: the server never saw this request
                 self.rate_limiter.observe(ticket, None, None)
-                error = self._client_error(exc, url, stream=False)
+                error = self._client_error(exc, url, stream=False, streaming=True)
             else:
                 self.rate_limiter.observe(ticket, resp.headers, resp.status)
                 if resp.status < 400:
@@ -415,12 +446,15 @@ class HTTPTransport:
     async def _error_response(
         self, resp: aiohttp.ClientResponse, url: str, model: str | None
     ) -> LLMError:
+        self.inflight.track(resp)
         try:
             body = await read_bounded(resp, self.max_response_bytes, self.provider)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             resp.close()
-            error = self._client_error(exc, url, stream=False)
+            error = self._client_error(exc, url, stream=False, streaming=True)
+            self.inflight.untrack(resp)
         else:
+            self.inflight.untrack(resp)
             resp.release()
             return error_from_response(
                 resp.status,

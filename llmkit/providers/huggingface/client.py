@@ -143,6 +143,10 @@ class HuggingFaceLLM(HFServerAPI):
     def attempts_through_transport(self) -> bool:
         return not self._use_local  # local mode: the call layer takes the slot per call
 
+    def _reply_scope(self) -> str:
+        """Where calls run, for the reply cache's key (the config does not say it)."""
+        return "local" if self._use_local else "api"
+
     def set_use_local(self, use_local: bool) -> None:
         """Switch between local inference and the remote API."""
         self._use_local = bool(use_local)
