@@ -6,7 +6,9 @@ Quick use::
         srv.state.add_fault("status", status=429, headers={"Retry-After": "0"})
         ...
 
-See ``base`` for the fault kinds.
+See ``base`` for the fault kinds. ``serve_openai_batch()`` adds OpenAI's Files and Batch API
+to the OpenAI server (``openai_batch_server``; ``srv.batch`` holds its files, batches and
+clock).
 """
 
 from __future__ import annotations
@@ -39,6 +41,13 @@ from .base import (
 )
 from .hf_server import DEFAULT_HF_MODELS, default_hub_models, make_hf_app, make_tgi_app
 from .ollama_server import DEFAULT_OLLAMA_MODELS, make_ollama_app, normalize_model
+from .openai_batch_server import (
+    BatchServerHandle,
+    BatchState,
+    FastClock,
+    make_openai_batch_app,
+    serve_openai_batch,
+)
 from .openai_chat import ChatDialect
 from .openai_server import (
     DEFAULT_OPENAI_MODELS,
@@ -116,8 +125,11 @@ __all__ = [
     "OLLAMA_OPENAI_DIALECT",
     "STREAM_ONLY_KINDS",
     "VLLM_DIALECT",
+    "BatchServerHandle",
+    "BatchState",
     "ChatDialect",
     "EventWriter",
+    "FastClock",
     "Fault",
     "RecordedRequest",
     "ServerHandle",
@@ -129,6 +141,7 @@ __all__ = [
     "make_hf_app",
     "make_ollama_app",
     "make_openai_app",
+    "make_openai_batch_app",
     "make_tgi_app",
     "make_vllm_app",
     "normalize_model",
@@ -142,6 +155,7 @@ __all__ = [
     "serve_hf",
     "serve_ollama",
     "serve_openai",
+    "serve_openai_batch",
     "serve_tgi",
     "serve_vllm",
     "status_fault",

@@ -190,6 +190,20 @@ WIDENED_PROPERTIES: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     ),
 }
 
+# (spec, "Component") -> {property: the document that shows it null}. OpenAI's API sends
+# these as ``null`` until they apply, which the OpenAPI file does not declare.
+NULLABLE_PROPERTIES: dict[tuple[str, str], dict[str, str]] = {
+    ("openai", "Batch"): {
+        prop: "OpenAI API reference, the batch object example (`\"output_file_id\": null` ...); "
+        "openai-python types/batch.py (Optional)"
+        for prop in (
+            "errors", "output_file_id", "error_file_id", "in_progress_at", "expires_at",
+            "finalizing_at", "completed_at", "failed_at", "expired_at", "cancelling_at",
+            "cancelled_at", "usage",
+        )
+    },
+}
+
 # HF router feature extraction, transcribed from the "Payload" and "Response" tables of
 # huggingface/inference-providers-tasks-feature-extraction.md (there is no OpenAPI file).
 FEATURE_EXTRACTION_REQUEST: dict[str, Any] = {
@@ -278,6 +292,11 @@ class _StrictSchemas:
                 props = self._at(where).setdefault("properties", {})
                 for prop, (schema, _doc) in typed.items():
                     props[prop] = schema
+        for (spec_key, where), nullable in NULLABLE_PROPERTIES.items():
+            if spec_key == spec_name:
+                props = self._at(where)["properties"]
+                for prop in nullable:
+                    props[prop] = {"anyOf": [props[prop], {"type": "null"}]}
         for (spec_key, where), (schema, _doc) in WIDENED_PROPERTIES.items():
             if spec_key == spec_name:
                 parent, _, prop = where.rpartition("/")
@@ -455,6 +474,23 @@ ENDPOINTS: dict[str, list[tuple[str, str, Endpoint]]] = {
         ("GET", r"/v1/models", Endpoint(None, ("openai", "ListModelsResponse"), None,
                                         _OPENAI_ERROR)),
         ("GET", r"/v1/models/.+", Endpoint(None, ("openai", "Model"), None, _OPENAI_ERROR)),
+        # Files and Batch API (tests/servers/openai_batch_server.py). The upload is
+        # multipart (CreateFileRequest): its handler validates the form fields itself.
+        ("POST", r"/v1/files", Endpoint(None, ("openai", "OpenAIFile"), None, _OPENAI_ERROR)),
+        ("GET", r"/v1/files", Endpoint(None, ("openai", "ListFilesResponse"), None,
+                                       _OPENAI_ERROR)),
+        ("GET", r"/v1/files/[^/]+/content", Endpoint(None, None, None, _OPENAI_ERROR)),
+        ("GET", r"/v1/files/[^/]+", Endpoint(None, ("openai", "OpenAIFile"), None,
+                                             _OPENAI_ERROR)),
+        ("DELETE", r"/v1/files/[^/]+", Endpoint(None, ("openai", "DeleteFileResponse"), None,
+                                                _OPENAI_ERROR)),
+        ("POST", r"/v1/batches", Endpoint(
+            ("openai", "CreateBatchRequest"), ("openai", "Batch"), None, _OPENAI_ERROR)),
+        ("GET", r"/v1/batches", Endpoint(None, ("openai", "ListBatchesResponse"), None,
+                                         _OPENAI_ERROR)),
+        ("GET", r"/v1/batches/[^/]+", Endpoint(None, ("openai", "Batch"), None, _OPENAI_ERROR)),
+        ("POST", r"/v1/batches/[^/]+/cancel", Endpoint(None, ("openai", "Batch"), None,
+                                                       _OPENAI_ERROR)),
     ],
     "vllm": [
         ("POST", r"/v1/chat/completions", Endpoint(
