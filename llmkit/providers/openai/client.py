@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import base64
+import functools
 import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -28,7 +29,6 @@ from llmkit.core.types import (
     StreamChunk,
     Usage,
 )
-from llmkit.http.streaming import SSEEvent
 from llmkit.http.transport import HTTPTransport
 from llmkit.providers.http_provider import HTTPProvider
 from llmkit.providers.openai.chat import (
@@ -153,7 +153,7 @@ class OpenAICompatible(HTTPProvider):
         self,
         messages: MessagesInput,
         options: Mapping[str, Any],
-        parse: Callable[[SSEEvent, str], Any],
+        parse: Callable[..., Any],  # (event, provider=...)
         *,
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
@@ -167,7 +167,7 @@ class OpenAICompatible(HTTPProvider):
         return self._http.stream(
             "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
             model=body["model"], end_marker="data: [DONE]",
-            parse=lambda ev: parse(ev, provider), client=client,
+            parse=functools.partial(parse, provider=provider), client=client,
         )
 
     async def chat_stream(
