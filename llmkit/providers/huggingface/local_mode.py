@@ -137,7 +137,9 @@ class LocalMode:
             model=self.owner.model,
         )
         if response_format is not None:
-            response.parsed = parse_structured(result.text, response_format, self.provider)
+            response.parsed = parse_structured(
+                result.text, response_format, self.provider, response
+            )
         return response
 
     # ------------------------------------------------------------------ calls
