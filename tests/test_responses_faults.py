@@ -5,6 +5,7 @@ the call layers on it: retries, hooks, the reply cache, fallback and OpenTelemet
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +218,14 @@ def test_token_estimate_of_a_responses_body_matches_chat_completions() -> None:
     assert estimate_tokens(responses) >= 100 + 520 // 4
     assert abs(estimate_tokens(responses) - estimate_tokens(chat)) <= 10
 
+
+
+async def test_a_stream_left_early_frees_its_connection(srv: ServerHandle) -> None:
+    srv.state.reply = LONG
+    async with make(srv, max_concurrency=1) as llm:
+        async with aclosing(llm.generate_stream("talk")) as stream:
+            async for _ in stream:
+                break
+        assert llm.get_metrics().in_flight == 0
+        assert await llm.generate("again") == LONG  # the one slot is free again
+    assert sent(srv) == 2
