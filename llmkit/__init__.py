@@ -121,8 +121,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "sync":  # the blocking API, a submodule
-        return importlib.import_module("llmkit.sync")
+    if name in ("sync", "jobs"):  # the blocking API and batch jobs, subpackages
+        return importlib.import_module(f"llmkit.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llmkit' has no attribute {name!r}")
@@ -178,6 +178,7 @@ __all__ = [
     "__version__",
     "create_llm",
     "instrument",
+    "jobs",
     "list_providers",
     "load_config",
     "merge_config_with_defaults",

@@ -12,7 +12,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from llmkit import ChatResponse, ConfigError, InvalidRequestError, OpenAILLM, ToolCall
+from llmkit import ChatResponse, ConfigError, InvalidRequestError, OpenAILLM
 from tests.servers import ServerHandle, ServerState, serve_openai
 
 RESPONSES = "/v1/responses"
@@ -77,6 +77,17 @@ async def test_options_under_their_responses_names(srv: ServerHandle) -> None:
                      "reasoning": {"effort": "low"}, "top_p": 0.9, "metadata": {"k": "v"}}
     assert second["max_output_tokens"] == 20
     assert second["reasoning"] == {"summary": "auto", "effort": "high"}
+
+
+@pytest.mark.spec_exempt("think goes to llama.cpp / vLLM as chat_template_kwargs, a field OpenAI's spec lacks")
+async def test_think_and_logprobs(srv: ServerHandle) -> None:
+    async with make(srv) as llm:
+        await llm.chat("hi", think=False, logprobs=True, top_logprobs=2)
+        await llm.chat("hi", think="low")
+    first, second = bodies(srv)
+    assert first["chat_template_kwargs"] == {"enable_thinking": False}
+    assert first["include"] == ["message.output_text.logprobs"] and first["top_logprobs"] == 2
+    assert second["reasoning"] == {"effort": "low"}
 
 
 async def test_previous_response_id_continues_a_stored_response(srv: ServerHandle) -> None:
@@ -145,9 +156,8 @@ async def test_streamed_tool_call(srv: ServerHandle) -> None:
     assert {d.index for d in deltas} == {0}
     last = chunks[-1]
     assert last.finish_reason == "tool_calls"
-    assert last.completed_tool_calls == [ToolCall(deltas[0].id, "get_weather", {"city": "text"})] or (
-        [(c.id, c.name, c.arguments) for c in last.completed_tool_calls or []]
-        == [(deltas[0].id, "get_weather", {"city": "text"})])
+    assert [(c.id, c.name, c.arguments) for c in last.completed_tool_calls or []] == [
+        (deltas[0].id, "get_weather", {"city": "text"})]
 
 
 async def test_structured_output_as_text_format(srv: ServerHandle) -> None:
@@ -208,8 +218,48 @@ async def test_bad_api_name_and_options(srv: ServerHandle) -> None:
     async with make(srv) as llm:
         with pytest.raises(InvalidRequestError, match="previus_response_id"):
             await llm.chat("hi", previus_response_id="resp_1")  # type: ignore[call-arg]
+    async with OpenAILLM({"model": "m", "base_url": srv.url, "api_key": KEY}) as chat_api:
+        for name, value in (("previous_response_id", "resp_1"), ("instructions", "be brief")):
+            with pytest.raises(InvalidRequestError, match=r"extra=\{'api': 'responses'\}"):
+                await chat_api.chat("hi", **{name: value})
     openai = OpenAILLM({"model": "gpt-4o", "api_key": KEY, "extra": {"api": "responses"}})
     async with openai:
         with pytest.raises(InvalidRequestError, match="stop"):
             await openai.chat("hi", stop=["x"])
     assert srv.state.request_count == 0
+
+
+def test_events_of_servers_that_send_a_subset() -> None:
+    """llama.cpp's events as it sends them (no sequence_number / output_index, no
+    function_call_arguments.done), and a server that names no events and streams a call
+    only as its finished item."""
+    from llmkit.http.streaming import SSEEvent
+    from llmkit.providers.openai.responses.events import ResponseEvents, is_last
+
+    item = {"id": "fc_1", "type": "function_call", "status": "in_progress", "arguments": "",
+            "call_id": "call_1", "name": "get_weather"}
+    done = {**item, "status": "completed", "arguments": '{"city":"Paris"}'}
+    llama = [
+        ("response.created", {"type": "response.created", "response": {"id": "resp_1", "object": "response", "status": "in_progress"}}),
+        ("response.output_item.added", {"type": "response.output_item.added", "item": item}),
+        ("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta", "delta": '{"city":', "item_id": "fc_1"}),
+        ("response.function_call_arguments.delta", {"type": "response.function_call_arguments.delta", "delta": '"Paris"}', "item_id": "fc_1"}),
+        ("response.output_item.done", {"type": "response.output_item.done", "item": done}),
+        ("response.completed", {"type": "response.completed", "response": {
+            "id": "resp_1", "status": "completed", "output": [done],
+            "usage": {"input_tokens": 5, "output_tokens": 7, "total_tokens": 12, "input_tokens_details": {"cached_tokens": 2}}}}),
+    ]
+    for named in (True, False):
+        state = ResponseEvents("openai")
+        events = [SSEEvent(orjson.dumps(data), kind if named else "message") for kind, data in llama]
+        assert [is_last(ev) for ev in events] == [False] * 5 + [True]
+        chunks = [c for c in map(state.chunk, events) if c is not None]
+        assert [d.arguments for c in chunks for d in c.tool_calls] == ["", '{"city":', '"Paris"}']
+        last = chunks[-1]
+        assert last.finish_reason == "tool_calls" and last.usage is not None
+        assert (last.usage.prompt_tokens, last.usage.cached_tokens, last.usage.reasoning_tokens) == (5, 2, 0)
+        assert [(c.id, c.arguments) for c in last.completed_tool_calls or []] == [("call_1", {"city": "Paris"})]
+    # only the finished item: the whole call in one delta
+    state = ResponseEvents("openai")
+    [chunk] = [c for c in [state.chunk(SSEEvent(orjson.dumps(llama[4][1])))] if c is not None]
+    assert [(d.id, d.name, d.arguments) for d in chunk.tool_calls] == [("call_1", "get_weather", '{"city":"Paris"}')]

@@ -199,3 +199,21 @@ async def test_opentelemetry_span(srv: ServerHandle) -> None:
     assert attrs["gen_ai.usage.input_tokens"] == response.usage.prompt_tokens == 1
     assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
     assert dict(stream.attributes or {})["gen_ai.usage.output_tokens"] == 2
+
+
+def test_token_estimate_of_a_responses_body_matches_chat_completions() -> None:
+    """The client-side token limit reserves the same for both APIs' bodies of one call."""
+    from llmkit.http.ratelimit_signals import estimate_tokens
+    from llmkit.providers.openai.chat import chat_body
+    from llmkit.providers.openai.responses.request import responses_body
+
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "x" * 400},
+                {"role": "assistant", "content": "", "tool_calls": [
+                    {"id": "c1", "name": "f", "arguments": {"q": "y" * 40}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "z" * 80}]
+    chat, _ = chat_body("m", messages, {"max_tokens": 100})
+    responses, _ = responses_body("m", messages, {"max_tokens": 100})
+    assert responses["max_output_tokens"] == 100
+    assert estimate_tokens(responses) >= 100 + 520 // 4
+    assert abs(estimate_tokens(responses) - estimate_tokens(chat)) <= 10
+

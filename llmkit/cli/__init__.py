@@ -35,7 +35,7 @@ from llmkit.cli._common import (
     print_error,
     setup_logging,
 )
-from llmkit.cli.batch import cmd_batch, cmd_batch_ray
+from llmkit.cli.batch import cmd_batch, cmd_batch_ray, interrupted
 from llmkit.cli.commands import (
     cmd_embed,
     cmd_generate,
@@ -75,6 +75,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from llmkit.core.errors import ConfigError, LLMError, ProviderNotFoundError
 
@@ -93,7 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error("usage", str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print_error("interrupted", "stopped by the user")
+        if args.command == "batch":
+            print_error("interrupted", interrupted(args, argv))
+        else:
+            print_error("interrupted", "stopped by the user")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         with contextlib.suppress(OSError):

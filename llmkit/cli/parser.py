@@ -64,6 +64,28 @@ def _add_batch(sub: Any, command: Any) -> None:
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.add_argument(
+        "--mode",
+        choices=("live", "provider"),
+        default="live",
+        help="live: send the requests now, through the client's limits (default); provider: "
+        "the provider's Batch API (OpenAI and compatible servers with /files and /batches: "
+        "half the price, answers within 24 hours; OUT.state.json lets a rerun re-attach)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="with --mode provider: seconds between polls of the batches (default 15)",
+    )
+    p.add_argument(
+        "--max-batch-requests",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --mode provider: at most N requests per batch (default 50000, the provider's limit)",
+    )
+    p.add_argument(
         "--ray",
         nargs="?",
         const="local",
@@ -95,7 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, help=help, description=help, allow_abbrev=False
+        )
         _add_global_flags(p, suppress=True)
         return p
 

@@ -64,13 +64,19 @@ class _Model(BaseModel):
 
 
 class ToolCall(_Model):
-    """A complete tool call: ``arguments`` is the decoded JSON object."""
+    """A complete tool call: ``arguments`` is the decoded JSON object, or ``{}`` when the
+    text the server sent (``raw_arguments``, kept exactly) is not valid JSON or not an
+    object; ``arguments_error`` then says why. Nothing is wrapped or invented."""
 
     id: str = ""
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
     type: str = "function"
     """``"function"``, or ``"custom"`` for a custom tool (its input is in ``arguments["input"]``)."""
+    raw_arguments: str = ""
+    """The arguments exactly as the server sent them (an object sent as JSON: its JSON text)."""
+    arguments_error: str | None = None
+    """Why ``arguments`` is ``{}`` although the server sent text (None when it decoded)."""
 
     def __init__(
         self,
@@ -96,11 +102,23 @@ class ToolCall(_Model):
             }
         import orjson
 
+        text = self.raw_arguments
+        if not text or (self.arguments_error is None and not _decodes_to(text, self.arguments)):
+            text = orjson.dumps(self.arguments).decode()  # built here, or changed since
         return {
             "id": self.id,
             "type": "function",
-            "function": {"name": self.name, "arguments": orjson.dumps(self.arguments).decode()},
+            "function": {"name": self.name, "arguments": text},
         }
+
+
+def _decodes_to(text: str, arguments: dict[str, Any]) -> bool:
+    import orjson
+
+    try:
+        return bool(orjson.loads(text) == arguments)
+    except orjson.JSONDecodeError:
+        return False
 
 
 class ToolCallDelta(_Model):

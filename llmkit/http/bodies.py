@@ -12,10 +12,37 @@ from typing import Any
 import aiohttp
 import orjson
 
-from llmkit.core.errors import ConfigError, ServerError, redact, register_secret
+from llmkit.core.errors import (
+    ConfigError,
+    InvalidRequestError,
+    ServerError,
+    redact,
+    register_secret,
+)
 from llmkit.http.error_mapping import error_from_response
 
-__all__ = ["await_body_end", "checked_base_url", "decode_body", "finish_response", "read_bounded"]
+__all__ = [
+    "await_body_end",
+    "checked_base_url",
+    "decode_body",
+    "encode_json",
+    "finish_response",
+    "read_bounded",
+]
+
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def encode_json(body: Any, provider: str | None = None) -> bytes:
+    """A request body as JSON. Keys may be ints (``logit_bias={2204: 100}``, as
+    openai-python takes it); a value JSON cannot hold is an :class:`InvalidRequestError`
+    naming it, before anything is sent."""
+    try:
+        return orjson.dumps(body, option=_JSON_OPTIONS)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise InvalidRequestError(
+            f"the request body cannot be encoded as JSON: {exc}", provider=provider
+        ) from None
 
 
 def checked_base_url(base_url: str, provider: str) -> str:

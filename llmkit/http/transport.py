@@ -15,7 +15,6 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
-import orjson
 
 from llmkit.calls.hooks import Hooks
 from llmkit.calls.limiter import ConcurrencyLimiter
@@ -33,6 +32,7 @@ from llmkit.http.bodies import (
     await_body_end,
     checked_base_url,
     decode_body,
+    encode_json,
     finish_response,
     read_bounded,
 )
@@ -121,7 +121,7 @@ class HTTPTransport:
         once per attempt, it returns what aiohttp sends (bytes or an async iterator of
         bytes)."""
         url = self.url(path)
-        data = orjson.dumps(json) if json is not None else None
+        data = encode_json(json, self.provider) if json is not None else None
         headers = self._post_headers if data is not None else self.headers
         if upload is not None:
             headers = {**self.headers, "Content-Type": "application/octet-stream"}
@@ -280,7 +280,7 @@ class HTTPTransport:
         ``client.timeout`` replaces the connect and per-read timeout of this stream.
         """
         url = self.url(path)
-        data = orjson.dumps(json) if json is not None else None
+        data = encode_json(json, self.provider) if json is not None else None
         headers = dict(self._post_headers if data is not None else self.headers)
         headers["Accept"] = "text/event-stream" if kind == "sse" else "application/x-ndjson"
         params: Mapping[str, Any] | None = None

@@ -225,7 +225,9 @@ class LocalMode:
             model=self.owner.model, logprobs=first.logprobs, choices=choices,
         )
         if response_format is not None:
-            response.parsed = parse_structured(first.text, response_format, self.provider)
+            response.parsed = parse_structured(
+                first.text, response_format, self.provider, response
+            )
         return response
 
     # ------------------------------------------------------------------ calls

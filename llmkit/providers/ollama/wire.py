@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
 
 from llmkit.core.errors import InvalidRequestError, StreamError
-from llmkit.core.tools import model_schema, normalize_tool_choice
+from llmkit.core.tools import model_schema, normalize_tool_choice, tool_call
 from llmkit.core.types import ChatResponse, Message, StreamChunk, ToolCall, Usage
 from llmkit.http.error_mapping import error_from_payload
 
@@ -266,29 +265,15 @@ def finish_reason(data: Mapping[str, Any], called_tools: bool) -> str:
     return _FINISH.get(str(data.get("done_reason")), "stop")
 
 
-def _arguments(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value.strip():
-        try:
-            decoded = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return {"_raw": value}
-        return decoded if isinstance(decoded, dict) else {"_value": decoded}
-    return {}
-
-
 def tool_calls(message: Mapping[str, Any], start: int = 0) -> list[ToolCall]:
+    """The calls of a message (each whole, as Ollama sends them): arguments are an object,
+    or text that is decoded as such (kept in ``raw_arguments``, with ``arguments_error``
+    when it is not a JSON object)."""
     calls = []
     for i, tc in enumerate(message.get("tool_calls") or (), start):
         fn = tc.get("function") or {}
-        calls.append(
-            ToolCall(
-                id=str(tc.get("id") or f"call_{i}"),
-                name=str(fn.get("name", "")),
-                arguments=_arguments(fn.get("arguments")),
-            )
-        )
+        calls.append(tool_call(str(tc.get("id") or f"call_{i}"), str(fn.get("name", "")),
+                               fn.get("arguments")))
     return calls
 
 

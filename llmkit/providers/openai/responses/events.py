@@ -151,9 +151,8 @@ class ResponseEvents:
         """A call whose arguments were not (all) streamed gets the rest as one delta."""
         key = str(item.get("id") or item.get("call_id") or "")
         call = self.calls.get(key)
-        if call is None:
-            self._call_started(obj, {**item, "arguments": ""})
-            call = self.calls[key]
+        if call is None:  # never announced: the whole call in one delta
+            return self._call_started(obj, item)
         final = _text(item.get("arguments") or "")
         sent = "".join(call[3])
         if final == sent or not final.startswith(sent):
