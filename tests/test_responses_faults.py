@@ -181,8 +181,6 @@ async def test_opentelemetry_span(srv: ServerHandle) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from llmkit.wrap.otel import uninstrument
-
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -192,7 +190,7 @@ async def test_opentelemetry_span(srv: ServerHandle) -> None:
             response = await llm.chat("hi", max_tokens=50)
             _ = [c async for c in llm.chat_stream("hi")]
     finally:
-        uninstrument()
+        llmkit.uninstrument()
         provider.shutdown()
     chat, stream = spans.get_finished_spans()
     attrs = dict(chat.attributes or {})
