@@ -199,7 +199,7 @@ class BaseLLM:
         text = await self.generate(messages, **options)
         response = ChatResponse(content=text, finish_reason="stop", model=self.model)
         if response_format is not None:
-            response.parsed = parse_structured(text, response_format, self.provider)
+            response.parsed = parse_structured(text, response_format, self.provider, response)
         return response
 
     async def generate_stream(

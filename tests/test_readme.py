@@ -216,6 +216,7 @@ PRINTED_LINES = {
     "Rate limits": ["5 5"],
     "Fallback across providers": ["Echo: Hi", "[{'connection': 1}, {}]"],
     "Reply cache": ["True 1"],
+    "OpenAI's Responses API": ["True True"],
     "Hooks": ["request 0 None", "response 0 None"],
     "Batch jobs": ["openai gpt-4o-mini: 2 answered, 0 failed, 0 already done (2 prompts)", "1 provider"],
     "Running a batch on a Ray cluster": [

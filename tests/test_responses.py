@@ -79,6 +79,17 @@ async def test_options_under_their_responses_names(srv: ServerHandle) -> None:
     assert second["reasoning"] == {"summary": "auto", "effort": "high"}
 
 
+@pytest.mark.spec_exempt("think goes to llama.cpp / vLLM as chat_template_kwargs, a field OpenAI's spec lacks")
+async def test_think_and_logprobs(srv: ServerHandle) -> None:
+    async with make(srv) as llm:
+        await llm.chat("hi", think=False, logprobs=True, top_logprobs=2)
+        await llm.chat("hi", think="low")
+    first, second = bodies(srv)
+    assert first["chat_template_kwargs"] == {"enable_thinking": False}
+    assert first["include"] == ["message.output_text.logprobs"] and first["top_logprobs"] == 2
+    assert second["reasoning"] == {"effort": "low"}
+
+
 async def test_previous_response_id_continues_a_stored_response(srv: ServerHandle) -> None:
     async with make(srv) as llm:
         first = await llm.chat("my name is Ada")
@@ -207,6 +218,10 @@ async def test_bad_api_name_and_options(srv: ServerHandle) -> None:
     async with make(srv) as llm:
         with pytest.raises(InvalidRequestError, match="previus_response_id"):
             await llm.chat("hi", previus_response_id="resp_1")  # type: ignore[call-arg]
+    async with OpenAILLM({"model": "m", "base_url": srv.url, "api_key": KEY}) as chat_api:
+        for name, value in (("previous_response_id", "resp_1"), ("instructions", "be brief")):
+            with pytest.raises(InvalidRequestError, match=r"extra=\{'api': 'responses'\}"):
+                await chat_api.chat("hi", **{name: value})
     openai = OpenAILLM({"model": "gpt-4o", "api_key": KEY, "extra": {"api": "responses"}})
     async with openai:
         with pytest.raises(InvalidRequestError, match="stop"):

@@ -327,7 +327,9 @@ class ReplyCache:
             response = ChatResponse.model_validate(data)
             response_format = kwargs.get("response_format")
             if response_format is not None:
-                response.parsed = parse_structured(response.content, response_format, provider)
+                response.parsed = parse_structured(
+                    response.content, response_format, provider, response
+                )
             return response
         if operation == "chat_stream":
             return [StreamChunk.model_validate(item) for item in data]

@@ -15,7 +15,6 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
-import orjson
 
 from llmkit.calls.hooks import Hooks
 from llmkit.calls.limiter import ConcurrencyLimiter
@@ -33,6 +32,7 @@ from llmkit.http.bodies import (
     await_body_end,
     checked_base_url,
     decode_body,
+    encode_json,
     finish_response,
     read_bounded,
 )
@@ -121,7 +121,7 @@ class HTTPTransport:
         once per attempt, it returns what aiohttp sends (bytes or an async iterator of
         bytes)."""
         url = self.url(path)
-        data = orjson.dumps(json) if json is not None else None
+        data = encode_json(json, self.provider) if json is not None else None
         headers = self._post_headers if data is not None else self.headers
         if upload is not None:
             headers = {**self.headers, "Content-Type": "application/octet-stream"}
@@ -280,7 +280,7 @@ class HTTPTransport:
         ``client.timeout`` replaces the connect and per-read timeout of this stream.
         """
         url = self.url(path)
-        data = orjson.dumps(json) if json is not None else None
+        data = encode_json(json, self.provider) if json is not None else None
         headers = dict(self._post_headers if data is not None else self.headers)
         headers["Accept"] = "text/event-stream" if kind == "sse" else "application/x-ndjson"
         params: Mapping[str, Any] | None = None
@@ -322,10 +322,12 @@ class HTTPTransport:
                     )
                     self.inflight.track(resp)
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
+                    # NDJSON lazily: the lines before a malformed one still reach the
+                    # consumer (SSE events are decoded in ``parse``, one at a time)
+                    feed = parser.feed if kind == "sse" else parser.iter_feed
                     final: Any = _NO_EVENT
                     async for chunk in resp.content.iter_any():
-                        # lazily: the events before a malformed line still reach the consumer
-                        for ev in parser.iter_feed(chunk):
+                        for ev in feed(chunk):
                             last = is_last(ev)
                             item = ev if parse is None else parse(ev)
                             if last:

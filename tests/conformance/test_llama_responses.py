@@ -52,6 +52,8 @@ async def test_same_text_and_usage(llama_chat: LlamaServer, official: Any) -> No
     assert (ours.usage.prompt_tokens, ours.usage.completion_tokens, ours.usage.total_tokens) == (
         theirs.usage.input_tokens, theirs.usage.output_tokens, theirs.usage.total_tokens)
     assert ours.usage.completion_tokens == 32
+    # the same prompt again: llama.cpp reuses the prompt's KV cache and says so
+    assert ours.usage.cached_tokens == ours.raw["usage"]["input_tokens_details"]["cached_tokens"] > 0
     # llama.cpp says "completed" although the limit cut the reply, and counts no reasoning
     assert ours.finish_reason == "stop" and theirs.status == "completed"
     assert ours.usage.reasoning_tokens == 0

@@ -48,7 +48,14 @@ from .openai_batch_server import (
     make_openai_batch_app,
     serve_openai_batch,
 )
-from .openai_server import DEFAULT_OPENAI_MODELS, make_openai_app
+from .openai_chat import ChatDialect
+from .openai_server import (
+    DEFAULT_OPENAI_MODELS,
+    OLLAMA_OPENAI_DIALECT,
+    VLLM_DIALECT,
+    make_openai_app,
+    make_vllm_app,
+)
 
 
 @dataclass
@@ -84,8 +91,17 @@ def assert_spec_conformant(state: ServerState) -> None:
         )
 
 
-def serve_openai(state: ServerState | None = None) -> AbstractAsyncContextManager[ServerHandle]:
-    return serve(make_openai_app, state, "/v1")
+def serve_openai(
+    state: ServerState | None = None, dialect: ChatDialect | None = None
+) -> AbstractAsyncContextManager[ServerHandle]:
+    if dialect is None:
+        return serve(make_openai_app, state, "/v1")
+    return serve(lambda st: make_openai_app(st, dialect), state, "/v1")
+
+
+def serve_vllm(state: ServerState | None = None) -> AbstractAsyncContextManager[ServerHandle]:
+    """vLLM 0.32's OpenAI-compatible server (``.url`` ends in ``/v1``)."""
+    return serve(make_vllm_app, state, "/v1")
 
 
 def serve_ollama(state: ServerState | None = None) -> AbstractAsyncContextManager[ServerHandle]:
@@ -106,9 +122,12 @@ __all__ = [
     "DEFAULT_OLLAMA_MODELS",
     "DEFAULT_OPENAI_MODELS",
     "FAULT_KINDS",
+    "OLLAMA_OPENAI_DIALECT",
     "STREAM_ONLY_KINDS",
+    "VLLM_DIALECT",
     "BatchServerHandle",
     "BatchState",
+    "ChatDialect",
     "EventWriter",
     "FastClock",
     "Fault",
@@ -124,6 +143,7 @@ __all__ = [
     "make_openai_app",
     "make_openai_batch_app",
     "make_tgi_app",
+    "make_vllm_app",
     "normalize_model",
     "ollama_error_body",
     "openai_error_body",
@@ -137,6 +157,7 @@ __all__ = [
     "serve_openai",
     "serve_openai_batch",
     "serve_tgi",
+    "serve_vllm",
     "status_fault",
     "tgi_error_body",
 ]

@@ -82,11 +82,111 @@ ALLOWED_EXTRA_PROPERTIES: dict[tuple[str, str], dict[str, str]] = {
     ("openai", "Model"): {"max_model_len": "vLLM OpenAI-compatible server, /v1/models"},
 }
 
+# vLLM's OpenAI-compatible server (flavour "vllm": the OpenAI spec plus what vLLM's own
+# protocol defines). Request fields from vLLM's docs, "OpenAI-Compatible Server", "Extra
+# parameters" of the Chat API (vllm/entrypoints/openai/chat_completion/protocol.py,
+# ChatCompletionRequest), with their types; structured_outputs is
+# vllm/sampling_params.py StructuredOutputsParams (docs "Structured Outputs").
+_VLLM_DOC = "vLLM OpenAI-Compatible Server, chat extra parameters (ChatCompletionRequest)"
+_VLLM_STRUCTURED_OUTPUTS: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "json": {"type": ["object", "string"]},
+        "regex": {"type": "string"},
+        "choice": {"type": "array", "items": {"type": "string"}},
+        "grammar": {"type": "string"},
+        "json_object": {"type": "boolean"},
+        "disable_any_whitespace": {"type": "boolean"},
+        "disable_additional_properties": {"type": "boolean"},
+        "whitespace_pattern": {"type": "string"},
+        "structural_tag": {"type": "string"},
+    },
+    "additionalProperties": False,
+}
+VLLM_REQUEST_FIELDS: dict[str, dict[str, Any]] = {
+    "top_k": {"type": "integer"},
+    "min_p": {"type": "number"},
+    "repetition_penalty": {"type": "number"},
+    "use_beam_search": {"type": "boolean"},
+    "length_penalty": {"type": "number"},
+    "stop_token_ids": {"type": "array", "items": {"type": "integer"}},
+    "include_stop_str_in_output": {"type": "boolean"},
+    "ignore_eos": {"type": "boolean"},
+    "min_tokens": {"type": "integer", "minimum": 0},
+    "skip_special_tokens": {"type": "boolean"},
+    "spaces_between_special_tokens": {"type": "boolean"},
+    "truncate_prompt_tokens": {"type": "integer", "minimum": -1},
+    "prompt_logprobs": {"type": "integer"},
+    "allowed_token_ids": {"type": "array", "items": {"type": "integer"}},
+    "bad_words": {"type": "array", "items": {"type": "string"}},
+    "echo": {"type": "boolean"},
+    "add_generation_prompt": {"type": "boolean"},
+    "continue_final_message": {"type": "boolean"},
+    "add_special_tokens": {"type": "boolean"},
+    "chat_template": {"type": "string"},
+    "chat_template_kwargs": {"type": "object"},
+    "include_reasoning": {"type": "boolean"},
+    "structured_outputs": _VLLM_STRUCTURED_OUTPUTS,
+    "priority": {"type": "integer"},
+    "request_id": {"type": "string"},
+    "cache_salt": {"type": "string", "minLength": 1},
+}
+# (spec, "Component/property/[]/...": "[]" steps into ``items``) -> {property: (schema,
+# the document that defines it)}: properties added with a type.
+TYPED_EXTRA_PROPERTIES: dict[tuple[str, str], dict[str, tuple[dict[str, Any], str]]] = {
+    ("vllm", "CreateChatCompletionRequest"): {
+        name: (schema, _VLLM_DOC) for name, schema in VLLM_REQUEST_FIELDS.items()
+    },
+    # vLLM's ChatMessage / DeltaMessage: `reasoning` (renamed from `reasoning_content`,
+    # which vLLM 0.32 no longer sends: docs "Reasoning Outputs").
+    ("vllm", "ChatCompletionResponseMessage"): {
+        "reasoning": ({"type": ["string", "null"]}, "vLLM Reasoning Outputs: `reasoning`"),
+    },
+    ("vllm", "ChatCompletionStreamResponseDelta"): {
+        "reasoning": ({"type": ["string", "null"]}, "vLLM Reasoning Outputs: `reasoning`"),
+    },
+    # ChatCompletionResponse / ChatCompletionResponseChoice (chat_completion/protocol.py).
+    ("vllm", "CreateChatCompletionResponse"): {
+        "prompt_logprobs": ({"type": ["array", "null"]}, "vLLM ChatCompletionResponse"),
+        "prompt_token_ids": ({"type": ["array", "null"]}, "vLLM ChatCompletionResponse"),
+        "kv_transfer_params": ({"type": ["object", "null"]}, "vLLM ChatCompletionResponse"),
+    },
+    ("vllm", "CreateChatCompletionResponse/choices/[]"): {
+        "stop_reason": ({"type": ["integer", "string", "null"]},
+                        "vLLM ChatCompletionResponseChoice.stop_reason"),
+        "token_ids": ({"type": ["array", "null"]}, "vLLM ChatCompletionResponseChoice"),
+    },
+    ("vllm", "CreateChatCompletionStreamResponse/choices/[]"): {
+        "stop_reason": ({"type": ["integer", "string", "null"]},
+                        "vLLM ChatCompletionResponseStreamChoice.stop_reason"),
+        "token_ids": ({"type": ["array", "null"]}, "vLLM ChatCompletionResponseStreamChoice"),
+    },
+    # vLLM's /v1/models: ModelCard (engine/protocol.py).
+    ("vllm", "Model"): {
+        "max_model_len": ({"type": ["integer", "null"]}, "vLLM ModelCard.max_model_len"),
+        "root": ({"type": ["string", "null"]}, "vLLM ModelCard.root"),
+        "parent": ({"type": ["string", "null"]}, "vLLM ModelCard.parent"),
+        "permission": ({"type": "array"}, "vLLM ModelCard.permission"),
+    },
+}
+
 # (spec, "Component/property") -> the schema that replaces the property's, with the doc.
 WIDENED_PROPERTIES: dict[tuple[str, str], tuple[dict[str, Any], str]] = {
     ("openai", "Embedding/embedding"): (
         {"anyOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]},
         "openai/openapi-subset.json, CreateEmbeddingRequest.encoding_format: `base64`",
+    ),
+    ("vllm", "Embedding/embedding"): (
+        {"anyOf": [{"type": "array", "items": {"type": "number"}}, {"type": "string"}]},
+        "openai/openapi-subset.json, CreateEmbeddingRequest.encoding_format: `base64`",
+    ),
+    # vLLM's ErrorInfo.code is the HTTP status as an int (engine/protocol.py ErrorInfo).
+    ("vllm", "Error/code"): ({"type": ["integer", "string", "null"]}, "vLLM ErrorInfo.code: int"),
+    # vLLM's UsageInfo.prompt_tokens_details is null unless --enable-prompt-tokens-details.
+    ("vllm", "CompletionUsage/prompt_tokens_details"): (
+        {"anyOf": [{"type": "null"}, {"type": "object", "properties": {
+            "cached_tokens": {"type": ["integer", "null"]}}, "additionalProperties": False}]},
+        "vLLM UsageInfo.prompt_tokens_details (PromptTokenUsageInfo | None)",
     ),
 }
 
@@ -134,9 +234,13 @@ def specs_dir() -> Path:
     return schema_set.default_specs()
 
 
+# Flavours validated against another set, with their own allow-list entries (above).
+SPEC_BASES = {"vllm": "openai"}
+
+
 def load_spec(name: str) -> dict[str, Any]:
     """The components of spec ``name`` from the in-repo set (``tests/servers/schemas``)."""
-    return schema_set.load(name)
+    return schema_set.load(SPEC_BASES.get(name, name))
 
 
 def require_specs() -> None:
@@ -183,6 +287,11 @@ class _StrictSchemas:
                 props = self._at(where).setdefault("properties", {})
                 for prop in extra:
                     props.setdefault(prop, {})
+        for (spec_key, where), typed in TYPED_EXTRA_PROPERTIES.items():
+            if spec_key == spec_name:
+                props = self._at(where).setdefault("properties", {})
+                for prop, (schema, _doc) in typed.items():
+                    props[prop] = schema
         for (spec_key, where), nullable in NULLABLE_PROPERTIES.items():
             if spec_key == spec_name:
                 props = self._at(where)["properties"]
@@ -199,8 +308,20 @@ class _StrictSchemas:
         name, *path = where.split("/")
         node: dict[str, Any] = self.source[name]
         for prop in path:
-            node = node["properties"][prop]
+            node = node["items"] if prop == "[]" else node["properties"][prop]
         return node
+
+    def top_level_properties(self, name: str) -> set[str]:
+        """The property names a component defines (its ``allOf`` parts' included)."""
+        node = self.source[name]
+        names = set(node.get("properties") or ())
+        for part in node.get("allOf") or ():
+            ref = part.get("$ref", "")
+            if ref.startswith(_REF_PREFIX):
+                names |= self.top_level_properties(ref[len(_REF_PREFIX):])
+            else:
+                names |= set(part.get("properties") or ())
+        return names
 
     def ref(self, name: str, open_: bool) -> str:
         key = f"{name}~open" if open_ else name
@@ -309,6 +430,10 @@ class Endpoint:
     # Ollama: the last NDJSON object (``"done": true``) is the full response with the
     # statistics (api.md: "The final response in the stream also includes ...").
     final_event: tuple[str, str] | None = None
+    # vLLM: request fields nobody defines are accepted and ignored (OpenAIBaseModel has
+    # extra="allow" and logs "The following fields were present in the request but
+    # ignored"); the fields it defines are still checked.
+    ignores_unknown_fields: bool = False
 
     def event_schema(self, event: JSON) -> tuple[str, str] | None:
         done = isinstance(event, dict) and event.get("done") is True
@@ -326,6 +451,8 @@ OPENAI_CHAT = Endpoint(
     ("openai", "CreateChatCompletionStreamResponse"),
     _OPENAI_ERROR,
 )
+
+_VLLM_ERROR = ("vllm", "ErrorResponse")
 
 # (method, path regex) -> Endpoint, per test-server flavour.
 ENDPOINTS: dict[str, list[tuple[str, str, Endpoint]]] = {
@@ -364,6 +491,21 @@ ENDPOINTS: dict[str, list[tuple[str, str, Endpoint]]] = {
         ("GET", r"/v1/batches/[^/]+", Endpoint(None, ("openai", "Batch"), None, _OPENAI_ERROR)),
         ("POST", r"/v1/batches/[^/]+/cancel", Endpoint(None, ("openai", "Batch"), None,
                                                        _OPENAI_ERROR)),
+    ],
+    "vllm": [
+        ("POST", r"/v1/chat/completions", Endpoint(
+            ("vllm", "CreateChatCompletionRequest"), ("vllm", "CreateChatCompletionResponse"),
+            ("vllm", "CreateChatCompletionStreamResponse"), _VLLM_ERROR,
+            ignores_unknown_fields=True)),
+        ("POST", r"/v1/completions", Endpoint(
+            ("vllm", "CreateCompletionRequest"), ("vllm", "CreateCompletionResponse"),
+            ("vllm", "CreateCompletionResponse"), _VLLM_ERROR, ignores_unknown_fields=True)),
+        ("POST", r"/v1/embeddings", Endpoint(
+            ("vllm", "CreateEmbeddingRequest"), ("vllm", "CreateEmbeddingResponse"),
+            None, _VLLM_ERROR, ignores_unknown_fields=True)),
+        ("GET", r"/v1/models", Endpoint(None, ("vllm", "ListModelsResponse"), None,
+                                        _VLLM_ERROR)),
+        ("GET", r"/v1/models/.+", Endpoint(None, ("vllm", "Model"), None, _VLLM_ERROR)),
     ],
     "ollama": [
         ("POST", r"/api/generate", Endpoint(
@@ -431,6 +573,19 @@ def endpoint_for(flavour: str, method: str, path: str) -> Endpoint | None:
         if m == method and pattern.fullmatch(path):
             return ep
     return None
+
+
+@cache
+def _known_fields(spec_name: str, schema_name: str) -> frozenset[str]:
+    return frozenset(_StrictSchemas(spec_name).top_level_properties(schema_name))
+
+
+def unknown_fields(ref: tuple[str, str] | None, body: JSON) -> list[str]:
+    """The top-level fields of ``body`` that schema ``ref`` does not define, sorted."""
+    if ref is None or ref[0] == _INLINE or not isinstance(body, dict):
+        return []
+    known = _known_fields(*ref)
+    return sorted(k for k in body if k not in known)
 
 
 def _validator_for(ref: tuple[str, str]) -> Draft202012Validator:

@@ -174,7 +174,7 @@ class HuggingFaceLLM(HFServerAPI):
             response = await super().chat(messages, tools=tools, tool_choice=tool_choice, **options)
             if response_format is not None:
                 response.parsed = parse_structured(
-                    response.content, model_cls or response_format, self.provider
+                    response.content, model_cls or response_format, self.provider, response
                 )
             return response
         return await super().chat(

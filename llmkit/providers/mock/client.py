@@ -128,12 +128,16 @@ class MockLLM(BaseLLM):
             content=text, finish_reason=finish, usage=usage, model=self.model, raw={}
         )
         if response_format is not None:
-            response.parsed = self._parse(text, response_format, scripted=scripted is not None)
+            response.parsed = self._parse(
+                text, response_format, scripted=scripted is not None, response=response
+            )
         return response
 
-    def _parse(self, text: str, response_format: Any, *, scripted: bool) -> Any:
+    def _parse(
+        self, text: str, response_format: Any, *, scripted: bool, response: Any = None
+    ) -> Any:
         try:
-            return parse_structured(text, response_format, self.provider)
+            return parse_structured(text, response_format, self.provider, response)
         except LLMError as exc:
             if not scripted:
                 raise

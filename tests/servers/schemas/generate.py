@@ -3,12 +3,12 @@ official OpenAPI files.
 
 Each output file holds the components of one specification with what validation needs and
 nothing else: names, ``type``, ``required``, ``enum``, ``nullable``, ``$ref`` between
-components, ``additionalProperties``, bounds, patterns and formats. Descriptions, titles,
-defaults, examples, discriminators and ``x-`` extensions are dropped; a keyword this script
-does not know stops it (so nothing is dropped by accident). Draft 2019-09 recursion
-(``$recursiveRef``), which Draft 2020-12 validators reject, becomes a ``$ref`` to the
-component itself. The header of each file records
-the source file, its ``info`` version and its SHA-256.
+components, ``additionalProperties``, bounds, patterns, formats and ``discriminator`` (the
+validator reads it). Descriptions, titles, defaults, examples and ``x-`` extensions are
+dropped; a keyword this script does not know stops it (so nothing is dropped by accident).
+Draft 2019-09 recursion (``$recursiveRef``), which Draft 2020-12 validators reject, becomes a
+``$ref`` to the component itself. The header of each file records the source file, its
+``info`` version and its SHA-256.
 
     python -m tests.servers.schemas.generate            # write, from $LLMKIT_SPECS or ../shared/specs
     python -m tests.servers.schemas.generate --check    # exit 1, naming the schemas that differ
@@ -52,11 +52,13 @@ _KEPT = frozenset({
     "minLength", "maxLength", "pattern", "minItems", "maxItems", "uniqueItems",
     "minProperties", "maxProperties", "dependentRequired",
     "$recursiveRef", "$recursiveAnchor",  # rewritten by recursion_as_ref
+    # spec_validation checks a discriminated oneOf as anyOf (OpenAPI picks the member by it)
+    "discriminator",
 })
 # Documentation and code-generation hints: no effect on what is valid.
 _DROPPED = frozenset({
     "description", "title", "default", "example", "examples", "deprecated", "readOnly",
-    "writeOnly", "externalDocs", "xml", "discriminator", "$comment",
+    "writeOnly", "externalDocs", "xml", "$comment",
 })
 
 

@@ -1,7 +1,9 @@
 """Responses API requests: messages as input items (``message``, ``function_call``,
 ``function_call_output``), tools and ``tool_choice`` in the flat Responses form,
 ``response_format`` as ``text.format``, and the options under their Responses names
-(``max_tokens`` as ``max_output_tokens``, ``reasoning_effort`` as ``reasoning.effort``)."""
+(``max_tokens`` as ``max_output_tokens``, ``reasoning_effort`` as ``reasoning.effort``,
+``think`` as ``chat_template_kwargs.enable_thinking`` or ``reasoning.effort``, ``logprobs``
+as ``include``)."""
 
 from __future__ import annotations
 
@@ -166,6 +168,14 @@ def _wire_options(options: Mapping[str, Any]) -> dict[str, Any]:
             if not isinstance(value, Mapping):
                 raise InvalidRequestError("reasoning must be a dict, e.g. {'effort': 'low', 'summary': 'auto'}")
             out["reasoning"] = {**value, **out.get("reasoning", {})}
+        elif key == "think":  # other servers than OpenAI's (refused there)
+            if isinstance(value, bool):
+                kwargs = {**(options.get("chat_template_kwargs") or {}), "enable_thinking": value}
+                out["chat_template_kwargs"] = kwargs
+            else:
+                out["reasoning"] = {"effort": value, **out.get("reasoning", {})}
+        elif key == "chat_template_kwargs" and "chat_template_kwargs" in out:
+            out["chat_template_kwargs"] = {**value, **out["chat_template_kwargs"]}
         elif key == "verbosity":
             out["text"] = {**out.get("text", {}), "verbosity": value}
         elif key == "logprobs":
