@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -92,7 +93,10 @@ def decode_row(line: bytes, where: str) -> dict[str, Any]:
     try:
         row = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise JobFileError(f"{where}: not a job row ({exc})") from None
+        try:  # a lone surrogate's escape, which orjson refuses (see encode_row)
+            row = json.loads(line)
+        except ValueError:
+            raise JobFileError(f"{where}: not a job row ({exc})") from None
     if not isinstance(row, dict) or not isinstance(row.get("index"), int):
         raise JobFileError(f"{where}: not a job row (no integer 'index')")
     return row

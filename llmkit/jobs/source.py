@@ -19,6 +19,7 @@ and the line, nothing is guessed.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,7 +56,11 @@ def prompt_hash(messages: Any, options: dict[str, Any] | None = None) -> str:
     """A short stable hash of what is sent for a row (the prompt or messages, and the
     row's options when it has any)."""
     payload: Any = messages if not options else {"messages": messages, "options": options}
-    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    try:
+        data = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # text UTF-8 cannot hold (a lone surrogate): ASCII escapes
+        data = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _messages(value: Any, where: str) -> list[dict[str, Any]]:
