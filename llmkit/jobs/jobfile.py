@@ -82,7 +82,10 @@ def _io_error(action: str, path: Path, exc: OSError) -> JobFileError:
 
 def encode_row(row: dict[str, Any]) -> bytes:
     """One row as a line: JSON, UTF-8, raw line-breaking characters escaped, ending "\\n"."""
-    data = orjson.dumps(row)
+    try:
+        data = orjson.dumps(row)
+    except TypeError:  # text UTF-8 cannot hold (a lone surrogate, from a custom provider)
+        return json.dumps(row, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
     if b"\xc2\x85" in data or b"\xe2\x80" in data:
         for raw, escaped in _RAW_BREAKS:
             data = data.replace(raw, escaped)
