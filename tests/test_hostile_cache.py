@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from llmkit import ConfigError, HuggingFaceLLM, OllamaLLM, OpenAILLM, create_llm
+from llmkit import ConfigError, FallbackLLM, HuggingFaceLLM, OllamaLLM, OpenAILLM, create_llm
 from tests.servers import ServerHandle, ServerState, serve_hf, serve_ollama, serve_openai
 
 CHAT = "/v1/chat/completions"
@@ -294,5 +294,18 @@ async def test_fallback_chains_are_part_of_the_key(server: ServerHandle, tmp_pat
             assert await b.generate("hi") == "from the other server"
             assert await b.generate("hi") == "from the other server"
             assert b.get_metrics().cache_hits == 1
-    assert count(server, CHAT) == count(other, CHAT) == 1
+        # chains of provider instances (not configs)
+        members = [openai(s, tmp_path / "members-own.sqlite") for s in (server, other)]
+        for member in members:
+            member.config.cache = None
+        try:
+            async with FallbackLLM(chain=[members[0]], cache=str(tmp_path / "f.sqlite")) as c, FallbackLLM(
+                chain=[members[1]], cache=str(tmp_path / "f.sqlite")
+            ) as d:
+                assert await c.generate("hello") == "Echo: hello"
+                assert await d.generate("hello") == "from the other server"
+        finally:
+            for member in members:
+                await member.aclose()
+    assert count(server, CHAT) == count(other, CHAT) == 2
     assert KEY.encode() not in stored_bytes(path)
