@@ -58,9 +58,10 @@ def pytest_terminal_summary(
     not_run = config.stash.get(_SPECS_NOT_RUN, None)
     if not_run is not None:
         count, reason = not_run
+        tests = "test" if count == 1 else "tests"
         terminalreporter.write_line(
-            f"official specs: {count} tests comparing tests/servers/schemas with them not run "
-            f"(deselected): {reason}"
+            f"official specs: {count} {tests} comparing tests/servers/schemas with them not "
+            f"run (deselected): {reason}"
         )
 
 

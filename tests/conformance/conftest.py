@@ -59,8 +59,9 @@ def pytest_terminal_summary(
     not_run = config.stash.get(_NOT_RUN, None)
     if not_run is not None:
         count, reason = not_run
+        tests = "test" if count == 1 else "tests"
         terminalreporter.write_line(
-            f"llama.cpp conformance: {count} tests not run (deselected): {reason}; "
+            f"llama.cpp conformance: {count} {tests} not run (deselected): {reason}; "
             "on CI (CI=true) they run and fail without it"
         )
 
