@@ -183,11 +183,13 @@ class OpenAICompatible(HTTPProvider):
         finishing chunk carries its assembled tool calls; the trailing usage is merged
         into the last finishing chunk."""
         if self._responses is not None:
-            async for chunk in self._responses.chat_stream(
+            stream = self._responses.chat_stream(
                 messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
                 options=options,
-            ):
-                yield chunk
+            )
+            async with aclosing(stream):
+                async for chunk in stream:
+                    yield chunk
             return
         events = self._open_stream(
             messages, options, parse_stream_event,
@@ -251,11 +253,13 @@ class OpenAICompatible(HTTPProvider):
     ) -> AsyncGenerator[str, None]:
         """Text deltas of choice 0 (the other choices of ``n > 1`` are not mixed in)."""
         if self._responses is not None:
-            async for text in self._responses.generate_stream(
+            texts = self._responses.generate_stream(
                 messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
                 options=options,
-            ):
-                yield text
+            )
+            async with aclosing(texts):
+                async for text in texts:
+                    yield text
             return
         events = self._open_stream(
             messages, options, parse_stream_text,
