@@ -35,7 +35,7 @@ import orjson
 from llmkit.jobs.batch_api import BatchAPI
 from llmkit.jobs.errors import JobFileError
 from llmkit.jobs.job import Job
-from llmkit.jobs.jobfile import load_state, remove_state, save_state
+from llmkit.jobs.jobfile import load_state, make_row, remove_state, save_state
 from llmkit.jobs.progress import progress_bar
 from llmkit.jobs.source import JobRow
 
@@ -129,13 +129,8 @@ async def _download(api: BatchAPI, job: Job, entry: dict[str, Any], batch: dict[
             seen[row.index] = {"type": f"batch_{status}",
                                "message": f"batch {batch.get('id')} ended {status} without this row"
                                + (f" ({why})" if why else "")}
-    job.record_rows(job_row(job, job.rows[i], result) for i, result in sorted(seen.items()))
-
-
-def job_row(job: Job, row: JobRow, result: Any) -> dict[str, Any]:
-    from llmkit.jobs.jobfile import make_row
-
-    return make_row(row, job.provider, job.model, job.mode, result)
+    job.record_rows(make_row(job.rows[i], job.provider, job.model, job.mode, result)
+                    for i, result in sorted(seen.items()))
 
 
 async def run_provider(job: Job, api: BatchAPI, *, state_file: Path, resume: bool, progress: Any,
