@@ -143,12 +143,16 @@ class HTTPTransport:
                 if hooks is not None:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
-                    async with limiter:
+                    if not limiter.try_acquire():
+                        await limiter.acquire()
+                    try:
                         ticket = await self.rate_limiter.acquire(json)
                         result = await self._once(
                             method, url, data if upload is None else upload(), headers,
                             params, tmo, model, parse, ticket,
                         )
+                    finally:
+                        limiter.release()
                 except LLMError as exc:
                     if not retry or self.inflight.closed or not policy.should_retry(exc, attempt):
                         raise
@@ -306,7 +310,8 @@ class HTTPTransport:
             while True:
                 if hooks is not None:
                     await hooks.attempt("request", self.provider, model, attempt)
-                await limiter.acquire()
+                if not limiter.try_acquire():
+                    await limiter.acquire()
                 held = True
                 if self._closed():  # closed while this stream waited for a slot or a retry
                     limiter.release()
