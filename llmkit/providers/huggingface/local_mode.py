@@ -149,6 +149,7 @@ class LocalMode:
         messages: MessagesInput,
         *,
         tools: Sequence[Any] | None,
+        tool_choice: Any = None,
         response_format: Any,
         options: Mapping[str, Any],
     ) -> ChatResponse:
@@ -160,7 +161,13 @@ class LocalMode:
         return self._response(result, response_format)
 
     async def stream(
-        self, messages: MessagesInput, *, tools: Sequence[Any] | None, options: Mapping[str, Any]
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        options: Mapping[str, Any],
     ) -> AsyncGenerator[StreamChunk, None]:
         self._no_tools(tools)
         msgs = self.messages(messages)
@@ -198,9 +205,21 @@ class LocalMode:
             result = await self.backend().generate_with_cache(msgs, cache.handle, **params)
         return self._response(result).content
 
+    async def text_stream(
+        self, messages: MessagesInput, options: Mapping[str, Any]
+    ) -> AsyncGenerator[str, None]:
+        chunks = self.stream(messages, tools=None, options=options)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                if chunk.delta:
+                    yield chunk.delta
+
     async def load(self) -> None:
         with self.errors():
             await self.backend().load()
+
+    async def health(self, timeout: float) -> None:
+        await self.load()
 
     def info(self) -> dict[str, Any]:
         return self.backend().info()
