@@ -275,3 +275,27 @@ async def test_guarded_custom_stream_releases_its_slot_at_aclose() -> None:
         assert llm.get_metrics().in_flight == 0
     assert rec.events == ["provider finally", "consumer closed"] * 3
     await llm.aclose()
+
+
+@pytest.mark.parametrize("method", ["generate_stream", "chat_stream"])
+@pytest.mark.parametrize("kind", ["openai", "openai-responses", "ollama", "hf"])
+async def test_provider_streams_release_their_connection_at_aclose(kind: str, method: str) -> None:
+    """Every layer of a provider's stream is closed when its consumer closes it: the slot
+    (and the connection) are free right after ``aclose()``, not after garbage collection."""
+    state = ServerState(reply="one two three four five six seven eight")
+    async with SERVE[kind.split("-")[0]](state) as server:
+        llm, _ = _provider(kind.split("-")[0], server, 5.0)
+        if kind == "openai-responses":
+            await llm.aclose()
+            llm = OpenAILLM(
+                model="gpt-4o-mini", base_url=server.url, api_key="sk-hostile-close-0123456789",
+                extra={"api": "responses"},
+            )
+        async with llm:
+            for _ in range(3):
+                stream = getattr(llm, method)("hi")
+                assert await stream.__anext__() is not None
+                assert llm.get_metrics().in_flight == 1
+                await stream.aclose()
+                assert llm.get_metrics().in_flight == 0
+            assert llm.get_metrics().failures_by_type == {}

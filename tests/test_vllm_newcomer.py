@@ -16,6 +16,7 @@ from llmkit import (
     ContextLengthError,
     InvalidRequestError,
     LLMConfig,
+    OllamaLLM,
     OpenAILLM,
     ToolCall,
     create_llm,
@@ -90,6 +91,19 @@ async def test_a_repeated_id_at_an_index_continues_that_call() -> None:
         chunks = [c async for c in llm.chat_stream("Weather?", tools=[WEATHER])]
     (call,) = _calls(chunks)
     assert call.arguments == {"city": "Paris"}
+
+
+async def test_ollama_calls_carry_their_arguments_text(ollama_server: ServerHandle) -> None:
+    """Ollama sends arguments as an object: raw_arguments is its JSON text, no error."""
+    llm = OllamaLLM(LLMConfig(provider="ollama", model="llama3.2", base_url=ollama_server.url))
+    async with llm:
+        whole = await llm.chat("Weather?", tools=[WEATHER])
+        chunks = [c async for c in llm.chat_stream("Weather?", tools=[WEATHER])]
+    for call in (*whole.tool_calls, *_calls(chunks)):
+        assert (call.arguments, call.raw_arguments) == ({"city": "text"}, '{"city":"text"}')
+        assert call.arguments_error is None
+    deltas = [d for c in chunks for d in c.tool_calls]
+    assert [d.arguments for d in deltas] == ['{"city":"text"}']
 
 
 # ----------------------------------------------------------------------- JSON bodies
