@@ -59,13 +59,6 @@ async def test_openai_per_call_timeout_is_not_a_body_field() -> None:
     assert "timeout" not in srv.state.last_request.json
 
 
-async def test_openai_top_k_is_refused_before_sending() -> None:
-    async with serve_openai() as srv, openai_llm(srv.url) as llm:
-        with pytest.raises(InvalidRequestError, match="top_k"):
-            await llm.generate("hi", top_k=3)
-    assert srv.state.request_count == 0
-
-
 async def test_ollama_minimal_request_carries_no_options() -> None:
     async with serve_ollama() as srv, OllamaLLM(
         LLMConfig(provider="ollama", model="llama3.2", base_url=srv.url, max_retries=0)
