@@ -371,6 +371,7 @@ class HTTPTransport:
                     yielded = True
                     yield final
                     await await_body_end(resp)
+                    self.inflight.untrack(resp)  # nothing of a finished stream stays behind
                     finish_response(resp, complete=True)
                     resp = None
                     return
