@@ -36,6 +36,7 @@ from llmkit.core.errors import (
     LLMTimeoutError,
     ModelNotFoundError,
     NotSupportedError,
+    StreamError,
 )
 from llmkit.core.options import ClientOptions
 from llmkit.core.structured import parse_structured
@@ -101,6 +102,7 @@ class LocalMode:
     def __init__(self, owner: LocalOwner) -> None:
         self.owner = owner
         self._backend: LocalBackend | None = None
+        self._closed = False
 
     @property
     def provider(self) -> str:
@@ -123,10 +125,19 @@ class LocalMode:
         return self._backend
 
     @contextmanager
-    def errors(self) -> Iterator[None]:
-        """Local failures as typed errors."""
+    def errors(self, *, stream: bool = False) -> Iterator[None]:
+        """Local failures as typed errors; what the close of the instance ended says so,
+        as over HTTP (a stream: :class:`StreamError`, a call: "instance is closed")."""
         try:
             yield
+        except ConfigError:
+            if not self._closed:
+                raise
+            if stream:
+                raise StreamError(
+                    "stream ended: the instance was closed", provider=self.provider
+                ) from None
+            raise ConfigError("instance is closed", provider=self.provider) from None
         except LLMError:
             raise
         except ImportError as exc:
@@ -264,7 +275,7 @@ class LocalMode:
         msgs = self.messages(messages)
         call = self.call(options, one_choice="a local stream")
         usage_out: dict[str, Any] = {}
-        with self.errors():
+        with self.errors(stream=True):
             stream: AsyncIterator[str] = self.backend().stream(
                 msgs, usage_out=usage_out, **call.params
             )
@@ -315,6 +326,8 @@ class LocalMode:
         return self.backend().info()
 
     async def aclose(self) -> None:
+        """The instance is closing: what runs now ends with "the instance was closed"."""
+        self._closed = True
         if self._backend is not None:
             backend, self._backend = self._backend, None
             await backend.aclose()
