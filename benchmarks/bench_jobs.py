@@ -11,7 +11,8 @@ The server (benchmarks/_server.py, 20-word replies) runs in its own process. Eac
 runs in a fresh subprocess at concurrency 256 (``max_concurrency`` 256); its wall time
 counts from the first request to the last row on disk (``batch_generate`` keeps its
 replies in memory and writes nothing). The CLI case is the whole ``llmkit batch``
-command, interpreter start and imports included. A markdown table goes to stdout, JSON to
+command, interpreter start and imports included. Client CPU: the client process's CPU
+time over the same span (the server's is not counted; for the CLI, the whole process). A markdown table goes to stdout, JSON to
 benchmarks/results/.
 """
 
@@ -21,6 +22,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
@@ -45,16 +47,16 @@ config = llmkit.LLMConfig(provider="openai", model="gpt-4o-mini", base_url=url, 
 async def main():
     llm = llmkit.create_llm(config)
     await llm.batch_generate(prompts[:200], concurrency={C})  # warm the pool
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     if case == "batch_generate":
         replies = await llm.batch_generate(prompts, concurrency={C})
         assert len(replies) == len(prompts)
     else:
         summary = await jobs.run(src, llm, output=out, concurrency={C}, progress=False)
         assert summary.answered == len(prompts), summary
-    wall = time.perf_counter() - start
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     await llm.aclose()
-    print(json.dumps({"wall": wall, "cpu": time.process_time()}))
+    print(json.dumps({"wall": wall, "cpu": cpu}))
 
 asyncio.run(main())
 """.replace("{C}", str(CONCURRENCY))
@@ -79,6 +81,7 @@ def _case(case: str, url: str, src: Path, tmp: Path) -> dict[str, float]:
     out = tmp / f"{case}.jsonl"
     out.unlink(missing_ok=True)
     if case == "llmkit batch (CLI)":
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run(
             [sys.executable, "-m", "llmkit", "--provider", "openai", "--base-url", url,
@@ -87,8 +90,10 @@ def _case(case: str, url: str, src: Path, tmp: Path) -> dict[str, float]:
             check=True, env={**_env(), "OPENAI_API_KEY": "k"}, capture_output=True,
         )
         wall = time.perf_counter() - start
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         assert len(out.read_bytes().split(b"\n")) - 1 == len(src.read_text().split("\n")) - 1
-        return {"wall": wall}
+        return {"wall": wall, "cpu": cpu}
     r = subprocess.run([sys.executable, "-c", CLIENT, case, url, str(src), str(out)],
                        check=True, env=_env(), capture_output=True, text=True)
     result: dict[str, float] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -120,12 +125,14 @@ def main() -> None:
     base = args.rows / best["batch_generate"]["wall"]
     print(f"\n{args.rows} rows, concurrency {CONCURRENCY}, best of {args.repeat} "
           f"(Python {platform.python_version()}, {os.cpu_count()} CPUs)\n")
-    print("| case | wall s | rows/s | vs batch_generate |")
-    print("| --- | ---: | ---: | ---: |")
+    base_cpu = best["batch_generate"]["cpu"]
+    print("| case | wall s | rows/s | rows/s vs batch_generate | client CPU s | CPU vs batch_generate |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for case in cases:
-        wall = best[case]["wall"]
+        wall, cpu = best[case]["wall"], best[case]["cpu"]
         rate = args.rows / wall
-        print(f"| {case} | {wall:.2f} | {rate:,.0f} | {rate / base - 1:+.1%} |")
+        print(f"| {case} | {wall:.2f} | {rate:,.0f} | {rate / base - 1:+.1%} | {cpu:.2f} | "
+              f"{cpu / base_cpu - 1:+.1%} |")
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -110,6 +110,24 @@ def test_order_per_row_errors_and_resume(tmp_path: Path) -> None:
         assert limits.admitted - before == 6
 
 
+def test_line_separators_in_replies_and_prompts_lose_no_row(tmp_path: Path) -> None:
+    """The job file format: replies and prompts holding U+2028, U+2029 or U+0085 are one
+    row each, read back whole (no reader splits them), and a rerun finds them all done."""
+    src = tmp_path / "p.jsonl"
+    prompts = [f"row {i}\u2028second line" for i in range(12)]
+    src.write_bytes(b"".join(json.dumps({"prompt": p}, ensure_ascii=False).encode() + b"\n" for p in prompts))
+    replies = ["a\u2028b", "c\u0085d", "e\u2029f"]
+    mock = {"provider": "mock", "model": "m", "extra": {"responses": replies}}
+    out = tmp_path / "o.jsonl"
+    result = run_batch(src, mock, output=out, actors=1, concurrency_per_actor=4, progress=False)
+    assert (result.answered, result.failed, result.total) == (12, 0, 12)
+    got = rows(out)
+    assert [r["prompt"] for r in got] == prompts and {r["output"] for r in got} <= set(replies)
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 12
+    again = run_batch(src, mock, output=out, actors=1, concurrency_per_actor=4, progress=False)
+    assert again.already_done == 12 and again.answered == 0
+
+
 def test_dataset_in_dataset_out() -> None:
     items = [{"prompt": f"q{i}"} for i in range(9)]
     items.append({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "last"}]})

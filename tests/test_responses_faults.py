@@ -5,6 +5,7 @@ the call layers on it: retries, hooks, the reply cache, fallback and OpenTelemet
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
@@ -180,8 +181,6 @@ async def test_opentelemetry_span(srv: ServerHandle) -> None:
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from llmkit.wrap.otel import uninstrument
-
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
@@ -191,7 +190,7 @@ async def test_opentelemetry_span(srv: ServerHandle) -> None:
             response = await llm.chat("hi", max_tokens=50)
             _ = [c async for c in llm.chat_stream("hi")]
     finally:
-        uninstrument()
+        llmkit.uninstrument()
         provider.shutdown()
     chat, stream = spans.get_finished_spans()
     attrs = dict(chat.attributes or {})
@@ -217,3 +216,14 @@ def test_token_estimate_of_a_responses_body_matches_chat_completions() -> None:
     assert estimate_tokens(responses) >= 100 + 520 // 4
     assert abs(estimate_tokens(responses) - estimate_tokens(chat)) <= 10
 
+
+
+async def test_a_stream_left_early_frees_its_connection(srv: ServerHandle) -> None:
+    srv.state.reply = LONG
+    async with make(srv, max_concurrency=1) as llm:
+        async with aclosing(llm.generate_stream("talk")) as stream:
+            async for _ in stream:
+                break
+        assert llm.get_metrics().in_flight == 0
+        assert await llm.generate("again") == LONG  # the one slot is free again
+    assert sent(srv) == 2

@@ -3,7 +3,9 @@
 Subcommands: ``providers``, ``health``, ``models``, ``generate``, ``stream``, ``embed``,
 ``batch`` and ``pull``. Global flags (before or after the subcommand): ``--provider``,
 ``--model``, ``--base-url``, ``--config``, ``--max-tokens``, ``--temperature``, ``-v``.
-``batch --ray [ADDRESS] --actors N`` runs the batch on a Ray cluster (:mod:`llmkit.ray`).
+``batch --mode live|provider`` runs a batch job (:mod:`llmkit.jobs`; ``provider``: the
+provider's Batch API), ``batch --ray [ADDRESS] --actors N`` runs it on a Ray cluster
+(:mod:`llmkit.ray`). Flags are never abbreviated: a prefix of a flag is an error.
 
 The provider is ``--provider``, else the ``provider`` of ``--config``, else the
 ``LLMKIT_PROVIDER`` environment variable. With none of them the built-in deterministic
@@ -13,7 +15,7 @@ a provider is an error. API keys are read from the environment only (``OPENAI_AP
 
 Errors are printed as one line, ``error: <type>: <message>``, on stderr. Exit codes:
 0 success, 1 an LLM error (or failed items in ``batch``), 2 a usage or configuration
-error, 130 interrupted.
+error, 130 interrupted (``batch`` then says how many rows are done and how to resume).
 """
 
 from __future__ import annotations

@@ -54,12 +54,11 @@ async def cmd_batch(args: argparse.Namespace, llm: BaseLLM) -> int:
             concurrency=args.concurrency or llm.config.max_concurrency,
             progress=not args.no_progress, force=args.force,
             poll_interval=args.poll_interval, max_batch_requests=args.max_batch_requests,
+            name="stdin",
         )
     except JobWriteError:
         raise  # printed as a configuration error: which file, and why
     except jobs.JobFileError as exc:
-        if args.input == "-" and "input" in exc.message:
-            raise UsageError(exc.message.replace("input", "stdin", 1)) from None
         raise UsageError(exc.message) from None
     return finish(summary.provider, summary.model, summary.answered, summary.failed,
                   summary.already_done, summary.rows)

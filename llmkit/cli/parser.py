@@ -39,16 +39,19 @@ def _add_batch(sub: Any, command: Any) -> None:
     p = command("batch", "generate replies for a prompts file (JSONL out, resumable)")
     p.add_argument(
         "input",
-        help="prompts file ('-' for stdin): one prompt per line, or JSON lines with "
-        '{"prompt": ...} or {"messages": [...]}; blank lines are skipped',
+        help="prompts file ('-' for stdin): one prompt per line; or JSONL throughout, rows "
+        '{"prompt": ...} or {"messages": [...]} with optional "options" and "id"; or '
+        "OpenAI's batch input format (custom_id, method, url, body). Blank lines are "
+        "skipped; a malformed line is an error naming it",
     )
     p.add_argument(
         "-o",
         "--output",
         default="-",
-        help="JSONL output file (default stdout). Each row records provider, model and a "
-        "hash of the prompt. Rerunning with the same file skips the prompts already "
-        "answered and retries the failed ones",
+        help="JSONL output file (default stdout). Each row records provider, model, mode "
+        "and a hash of the prompt. Answers are journaled as they arrive (OUT.journal) and "
+        "OUT is replaced whole at the end; rerunning with the same file skips the prompts "
+        "already answered and retries the failed ones",
     )
     p.add_argument(
         "--force",

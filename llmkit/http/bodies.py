@@ -5,6 +5,7 @@ and ending a stream's body so its connection can go back to the pool."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -141,12 +142,27 @@ async def await_body_end(resp: aiohttp.ClientResponse) -> None:
         if remaining <= 0:
             return
         try:
-            chunk = await asyncio.wait_for(content.readany(), remaining)
+            chunk = await _read_within(content, remaining)
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
             return
         if not chunk:
             return
         extra += len(chunk)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _read_within(content: aiohttp.StreamReader, seconds: float) -> bytes:
+        # not asyncio.wait_for: before Python 3.12 it returns the read's result when the
+        # caller is cancelled just as the read completes, and the cancellation is lost (a
+        # stream cancelled at its end would then run on as if never cancelled)
+        async with asyncio.timeout(seconds):
+            return await content.readany()
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _read_within(content: aiohttp.StreamReader, seconds: float) -> bytes:
+        return await asyncio.wait_for(content.readany(), seconds)
 
 
 def finish_response(resp: aiohttp.ClientResponse, *, complete: bool) -> None:

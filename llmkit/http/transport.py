@@ -144,7 +144,9 @@ class HTTPTransport:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
                     async with limiter:
-                        ticket = await self.rate_limiter.acquire(json)
+                        ticket = await self.inflight.interruptible(
+                            self.rate_limiter.acquire(json), lambda: self._closed_error(False)
+                        )
                         result = await self._once(
                             method, url, data if upload is None else upload(), headers,
                             params, tmo, model, parse, ticket,
@@ -316,16 +318,20 @@ class HTTPTransport:
                 resp: aiohttp.ClientResponse | None = None
                 err: LLMError | None = None
                 try:
-                    ticket = await self.rate_limiter.acquire(json)
+                    ticket = await self.inflight.interruptible(
+                        self.rate_limiter.acquire(json), lambda: self._closed_error(True)
+                    )
                     resp = await self._open(
                         method, url, data, headers, model, params, timeout, ticket
                     )
                     self.inflight.track(resp)
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
+                    # NDJSON lazily: the lines before a malformed one still reach the
+                    # consumer (SSE events are decoded in ``parse``, one at a time)
+                    feed = parser.feed if kind == "sse" else parser.iter_feed
                     final: Any = _NO_EVENT
                     async for chunk in resp.content.iter_any():
-                        # lazily: the events before a malformed line still reach the consumer
-                        for ev in parser.iter_feed(chunk):
+                        for ev in feed(chunk):
                             last = is_last(ev)
                             item = ev if parse is None else parse(ev)
                             if last:
@@ -365,6 +371,7 @@ class HTTPTransport:
                     yielded = True
                     yield final
                     await await_body_end(resp)
+                    self.inflight.untrack(resp)  # nothing of a finished stream stays behind
                     finish_response(resp, complete=True)
                     resp = None
                     return

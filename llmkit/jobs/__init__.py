@@ -54,6 +54,7 @@ async def run(
     poll_interval: float = 15.0,
     max_batch_requests: int | None = None,
     max_batch_bytes: int | None = None,
+    name: str = "input",
 ) -> JobSummary:
     """Answer every row of ``source`` into ``output`` (JSONL, one row per input row, in
     input order); see the module docstring and API.md "Batch jobs".
@@ -65,15 +66,16 @@ async def run(
     when it is a terminal (or a tqdm-like object). Provider mode: ``state`` (default
     ``OUTPUT.state.json``), ``poll_interval`` seconds between polls, and the split limits
     ``max_batch_requests`` (50,000) and ``max_batch_bytes`` (200 MB) per batch file.
-    ``output="-"`` writes the rows to stdout (live mode, no resume).
+    ``output="-"`` writes the rows to stdout (live mode, no resume). ``name``: what error
+    messages call a source that is not a path (bytes, or an iterable of lines and rows).
     """
     if mode not in ("live", "provider"):
         raise ConfigError(f"mode must be 'live' or 'provider', not {mode!r}")
     if concurrency < 1:
         raise ConfigError("concurrency must be >= 1")
-    rows = read_source(source)
+    rows = read_source(source, name=name)
     if not rows:
-        raise SourceError(f"{source if isinstance(source, str | os.PathLike) else 'the input'} holds no prompts")
+        raise SourceError(f"{source if isinstance(source, str | os.PathLike) else name} holds no prompts")
     to_stdout = str(output) == "-"
     if to_stdout and mode == "provider":
         raise ConfigError("provider mode writes to a file (its state file sits beside it), not stdout")

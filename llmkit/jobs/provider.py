@@ -147,6 +147,7 @@ async def run_provider(job: Job, api: BatchAPI, *, state_file: Path, resume: boo
     job.batch_ids = [b["id"] for b in state["batches"]]
     total = sum(len(b["rows"]) for b in state["batches"])
     bar = progress_bar(progress, total=total, desc=f"{job.provider} batch")
+    delay = min(poll_interval, 1.0)  # a small batch may be done in seconds: look soon, then less often
     try:
         while True:
             seen = 0
@@ -166,7 +167,8 @@ async def run_provider(job: Job, api: BatchAPI, *, state_file: Path, resume: boo
             _set(bar, min(total, seen))
             if all(b["downloaded"] for b in state["batches"]):
                 break
-            await asyncio.sleep(poll_interval)
+            await asyncio.sleep(delay)
+            delay = min(poll_interval, delay * 2)
     finally:
         bar.close()
     remove_state(state_file)  # every batch downloaded: nothing left to re-attach to

@@ -277,31 +277,19 @@ def tool_calls(message: Mapping[str, Any], start: int = 0) -> list[ToolCall]:
     return calls
 
 
-_new = object.__new__
-_set = object.__setattr__
 _CHUNK_DEFAULTS = {
     name: field.default for name, field in StreamChunk.model_fields.items()
     if field.default_factory is None
 }
-_CHUNK_FACTORIES = {
-    name: field.default_factory for name, field in StreamChunk.model_fields.items()
-    if field.default_factory is not None
-}
 
 
 def stream_chunk(**fields: Any) -> StreamChunk:
-    """A :class:`StreamChunk` of already well-typed values, built without validation (what
-    ``model_construct`` does, minus its per-field work): one per streamed line."""
-    chunk: StreamChunk = _new(StreamChunk)
+    """A :class:`StreamChunk` of already well-typed values, built without checks: one per
+    streamed line."""
     values = {**_CHUNK_DEFAULTS, **fields}
-    for name, factory in _CHUNK_FACTORIES.items():
-        if name not in fields:
-            values[name] = factory()  # type: ignore[call-arg]
-    _set(chunk, "__dict__", values)
-    _set(chunk, "__pydantic_fields_set__", set(fields))
-    _set(chunk, "__pydantic_extra__", None)
-    _set(chunk, "__pydantic_private__", None)
-    return chunk
+    if "tool_calls" not in fields:
+        values["tool_calls"] = []
+    return StreamChunk._trusted(values)
 
 
 def chat_response(data: Any, model: str, provider: str) -> OllamaChatResponse:

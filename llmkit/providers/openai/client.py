@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import base64
+import functools
 import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -28,7 +29,6 @@ from llmkit.core.types import (
     StreamChunk,
     Usage,
 )
-from llmkit.http.streaming import SSEEvent
 from llmkit.http.transport import HTTPTransport
 from llmkit.providers.http_provider import HTTPProvider
 from llmkit.providers.openai.chat import (
@@ -153,7 +153,7 @@ class OpenAICompatible(HTTPProvider):
         self,
         messages: MessagesInput,
         options: Mapping[str, Any],
-        parse: Callable[[SSEEvent, str], Any],
+        parse: Callable[..., Any],  # (event, provider=...)
         *,
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
@@ -167,7 +167,7 @@ class OpenAICompatible(HTTPProvider):
         return self._http.stream(
             "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
             model=body["model"], end_marker="data: [DONE]",
-            parse=lambda ev: parse(ev, provider), client=client,
+            parse=functools.partial(parse, provider=provider), client=client,
         )
 
     async def chat_stream(
@@ -183,11 +183,13 @@ class OpenAICompatible(HTTPProvider):
         finishing chunk carries its assembled tool calls; the trailing usage is merged
         into the last finishing chunk."""
         if self._responses is not None:
-            async for chunk in self._responses.chat_stream(
+            stream = self._responses.chat_stream(
                 messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
                 options=options,
-            ):
-                yield chunk
+            )
+            async with aclosing(stream):
+                async for chunk in stream:
+                    yield chunk
             return
         events = self._open_stream(
             messages, options, parse_stream_event,
@@ -251,11 +253,13 @@ class OpenAICompatible(HTTPProvider):
     ) -> AsyncGenerator[str, None]:
         """Text deltas of choice 0 (the other choices of ``n > 1`` are not mixed in)."""
         if self._responses is not None:
-            async for text in self._responses.generate_stream(
+            texts = self._responses.generate_stream(
                 messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
                 options=options,
-            ):
-                yield text
+            )
+            async with aclosing(texts):
+                async for text in texts:
+                    yield text
             return
         events = self._open_stream(
             messages, options, parse_stream_text,

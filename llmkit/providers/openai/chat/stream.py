@@ -11,7 +11,14 @@ import orjson
 
 from llmkit.core.errors import StreamError
 from llmkit.core.tools import tool_call
-from llmkit.core.types import StreamChunk, ToolCall, ToolCallDelta, Usage, normalize_finish_reason
+from llmkit.core.types import (
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    new_chunk,
+    normalize_finish_reason,
+)
 from llmkit.http.error_mapping import error_from_payload
 from llmkit.http.streaming import SSEEvent
 
@@ -26,7 +33,6 @@ __all__ = [
 ]
 
 _DONE = b"[DONE]"
-_new_chunk = StreamChunk._trusted
 
 
 def is_done(ev: SSEEvent) -> bool:
@@ -37,7 +43,7 @@ def decode_event(ev: SSEEvent, provider: str) -> dict[str, Any] | None:
     """The event's JSON object; ``None`` for the [DONE] marker and empty events. Error
     events raise their typed error (a :class:`StreamError` unless the body says more)."""
     raw = ev.raw
-    if raw == _DONE or not raw.strip():
+    if raw == _DONE or not raw or raw.isspace():
         return None
     obj = ev.json()
     if type(obj) is not dict:
@@ -96,18 +102,17 @@ def _chunk(c: dict[str, Any], obj: dict[str, Any], usage: Usage | None) -> Strea
     index = c.get("index", 0)
     if type(index) is not int:
         raise TypeError("choice index is not an int")
-    return _new_chunk({
-        "delta": content,
-        "reasoning": reasoning,
-        "refusal": refusal,
-        "tool_calls": _tool_call_deltas(tool_calls) if tool_calls else [],
-        "finish_reason": None if finish is None else normalize_finish_reason(finish),
-        "usage": usage,
-        "index": index,
-        "logprobs": logprobs.get("content") if logprobs else None,
-        "completed_tool_calls": None,
-        "raw": obj,
-    })
+    return new_chunk(
+        content,
+        reasoning,
+        refusal,
+        _tool_call_deltas(tool_calls) if tool_calls else [],
+        None if finish is None else normalize_finish_reason(finish),
+        usage,
+        index,
+        logprobs.get("content") if logprobs else None,
+        obj,
+    )
 
 
 def parse_stream_event(

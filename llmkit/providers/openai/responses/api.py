@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from llmkit.core.config import LLMConfig
 from llmkit.core.errors import ConfigError, InvalidRequestError
 from llmkit.core.options import ClientOptions
+from llmkit.core.structured import parse_structured
 from llmkit.core.types import ChatResponse, MessagesInput, StreamChunk, Usage
 from llmkit.http.transport import HTTPTransport
 
@@ -18,6 +19,8 @@ from .events import ResponseEvents, decode, is_last
 from .options import chat_refusals, responses_refusals
 from .request import responses_body
 from .response import parse_response, parse_usage
+
+__all__ = ["RESPONSES_PATH", "Provider", "ResponsesAPI", "responses_api"]
 
 
 class Provider(Protocol):
@@ -36,8 +39,6 @@ class Provider(Protocol):
     def _options(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], ClientOptions]: ...
     def _record_usage(self, usage: Usage | None) -> None: ...
 
-__all__ = ["RESPONSES_PATH", "ResponsesAPI", "responses_api"]
-
 RESPONSES_PATH = "responses"
 _END = "response.completed (or response.incomplete / response.failed)"
 
@@ -51,7 +52,8 @@ class ResponsesAPI:
     def _request(
         self, messages: MessagesInput, options: Mapping[str, Any], *, tools: Sequence[Any] | None,
         tool_choice: Any, response_format: Any, stream: bool = False,
-    ) -> tuple[dict[str, Any], Any, Any]:
+    ) -> tuple[dict[str, Any], Any, ClientOptions]:
+        """(body, pydantic class of the reply or None, client options) of one call."""
         llm = self.llm
         model = options.get("model") or llm._chat_model()
         if "model" in options:
@@ -76,9 +78,11 @@ class ResponsesAPI:
         response = parse_response(data, model, llm.provider)
         llm._record_usage(response.usage)
         if response_format is not None and response.refusal is None:
-            from .structured import check_structured
-
-            response.parsed = check_structured(response, model_cls or response_format, llm.provider)
+            # a reply that does not validate is a ReplyValidationError, one the token limit
+            # cut (status "incomplete") a ReplyTruncatedError; both carry the response
+            response.parsed = parse_structured(
+                response.content, model_cls or response_format, llm.provider, response
+            )
         return response
 
     def _open(
