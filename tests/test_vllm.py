@@ -5,6 +5,7 @@ them, structured replies cut by the token limit or not matching, ``top_k``,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -178,6 +179,22 @@ async def test_pydantic_response_format_is_sent_strict_like_openai_python(
     assert schema["schema"]["additionalProperties"] is False
     assert schema["schema"]["required"] == ["name", "country", "tags"]
     assert response.parsed == Place(name="text", country="text", tags=["text"])
+
+
+async def test_a_schema_that_cannot_be_strict_goes_non_strict_with_one_warning(
+    vllm: ServerHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Counts(BaseModel):
+        by_city: dict[str, int]  # open keys: OpenAI's strict mode cannot express it
+
+    with caplog.at_level(logging.WARNING, logger="llmkit.structured"):
+        async with llm_for(vllm) as llm:
+            for _ in range(3):
+                await llm.chat("Counts?", response_format=Counts)
+    sent = vllm.state.last_request.json["response_format"]["json_schema"]
+    assert sent["strict"] is False and sent["schema"] == Counts.model_json_schema()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "llmkit.structured"]
+    assert len(warnings) == 1 and "Counts" in warnings[0] and "by_city" in warnings[0]
 
 
 # ----------------------------------------------------------------------- options
