@@ -6,6 +6,7 @@ them, structured replies cut by the token limit or not matching, ``top_k``,
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -126,6 +127,8 @@ async def test_a_structured_reply_cut_by_the_token_limit_is_reply_truncated(
     assert err.response.usage.completion_tokens == 2
     assert usage.completion_tokens == 2  # counted although the call raised
     assert "max_tokens" in err.message
+    again = pickle.loads(pickle.dumps(err))  # errors cross process boundaries (Ray, jobs)
+    assert type(again) is ReplyTruncatedError and again.response == err.response
     async with official(vllm) as client:
         with pytest.raises(openai.LengthFinishReasonError) as theirs:
             await client.chat.completions.parse(
@@ -268,6 +271,7 @@ async def test_error_param_from_vllm(vllm: ServerHandle) -> None:
         with pytest.raises(InvalidRequestError) as bad_min_p:
             await llm.chat("hi", min_p=1.5)
     assert too_long.value.param == "input_tokens"
+    assert pickle.loads(pickle.dumps(too_long.value)).param == "input_tokens"
     assert too_many.value.param == "max_tokens" and "is too large: 100" in too_many.value.message
     assert bad_min_p.value.param == "min_p" and bad_min_p.value.code == "400"
     async with official(vllm) as client:
