@@ -144,7 +144,9 @@ class HTTPTransport:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
                     async with limiter:
-                        ticket = await self.rate_limiter.acquire(json)
+                        ticket = await self.inflight.interruptible(
+                            self.rate_limiter.acquire(json), lambda: self._closed_error(False)
+                        )
                         result = await self._once(
                             method, url, data if upload is None else upload(), headers,
                             params, tmo, model, parse, ticket,
@@ -316,7 +318,9 @@ class HTTPTransport:
                 resp: aiohttp.ClientResponse | None = None
                 err: LLMError | None = None
                 try:
-                    ticket = await self.rate_limiter.acquire(json)
+                    ticket = await self.inflight.interruptible(
+                        self.rate_limiter.acquire(json), lambda: self._closed_error(True)
+                    )
                     resp = await self._open(
                         method, url, data, headers, model, params, timeout, ticket
                     )
