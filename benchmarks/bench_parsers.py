@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import orjson
 
-from llmkit.streaming import NDJSONParser, SSEParser
+from llmkit.http.streaming import NDJSONParser, SSEParser
 
 SIZES = {"1 KB": 1024, "1 MB": 1024 * 1024, "8 MB": 8 * 1024 * 1024}
 

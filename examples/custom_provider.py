@@ -20,7 +20,7 @@ from llmkit import (
     list_providers,
     register_provider,
 )
-from llmkit.types import normalize_messages
+from llmkit.core.types import normalize_messages
 
 
 class ReverseLLM(BaseLLM):

@@ -24,7 +24,7 @@ import os
 from pydantic import BaseModel
 
 from llmkit import LLMConfig, Message, create_llm
-from llmkit.tools import to_openai_tools
+from llmkit.core.tools import to_openai_tools
 
 
 class City(BaseModel):

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from llmkit import sync
     from llmkit.base import BaseLLM, PromptCache
-    from llmkit.config import (
+    from llmkit.calls.metrics import Metrics
+    from llmkit.core.config import (
         LLMConfig,
         load_config,
         merge_config_with_defaults,
         provider_defaults,
     )
-    from llmkit.errors import (
+    from llmkit.core.errors import (
         AuthenticationError,
         ConfigError,
         ContextLengthError,
@@ -35,22 +36,8 @@ if TYPE_CHECKING:
         StreamError,
         StreamTimeoutError,
     )
-    from llmkit.fallback import FallbackLLM
-    from llmkit.metrics import Metrics
-    from llmkit.options import CallOptions
-    from llmkit.otel import instrument
-    from llmkit.providers.huggingface import HuggingFaceLLM
-    from llmkit.providers.mock import MockLLM
-    from llmkit.providers.ollama import OllamaLLM
-    from llmkit.providers.openai import OpenAILLM
-    from llmkit.registry import (
-        LLMFactory,
-        create_llm,
-        list_providers,
-        register_provider,
-        unregister_provider,
-    )
-    from llmkit.types import (
+    from llmkit.core.options import CallOptions
+    from llmkit.core.types import (
         Capabilities,
         ChatResponse,
         Choice,
@@ -63,55 +50,69 @@ if TYPE_CHECKING:
         ToolCallDelta,
         Usage,
     )
+    from llmkit.providers.huggingface.client import HuggingFaceLLM
+    from llmkit.providers.mock.client import MockLLM
+    from llmkit.providers.ollama.client import OllamaLLM
+    from llmkit.providers.openai.client import OpenAILLM
+    from llmkit.registry import (
+        LLMFactory,
+        create_llm,
+        list_providers,
+        register_provider,
+        unregister_provider,
+    )
+    from llmkit.wrap.fallback import FallbackLLM
+    from llmkit.wrap.otel import instrument, uninstrument
 
-__version__ = "0.2.0"
+from llmkit.core.version import __version__
 
 _LAZY = {
     "BaseLLM": "llmkit.base",
     "PromptCache": "llmkit.base",
-    "LLMConfig": "llmkit.config",
-    "load_config": "llmkit.config",
-    "merge_config_with_defaults": "llmkit.config",
-    "provider_defaults": "llmkit.config",
-    "AuthenticationError": "llmkit.errors",
-    "ConfigError": "llmkit.errors",
-    "ContextLengthError": "llmkit.errors",
-    "InvalidRequestError": "llmkit.errors",
-    "LLMConnectionError": "llmkit.errors",
-    "LLMError": "llmkit.errors",
-    "LLMTimeoutError": "llmkit.errors",
-    "ModelNotFoundError": "llmkit.errors",
-    "NotSupportedError": "llmkit.errors",
-    "PermissionDeniedError": "llmkit.errors",
-    "ProviderNotFoundError": "llmkit.errors",
-    "RateLimitError": "llmkit.errors",
-    "ServerError": "llmkit.errors",
-    "StreamError": "llmkit.errors",
-    "StreamTimeoutError": "llmkit.errors",
-    "Metrics": "llmkit.metrics",
-    "CallOptions": "llmkit.options",
-    "FallbackLLM": "llmkit.fallback",
-    "instrument": "llmkit.otel",
+    "LLMConfig": "llmkit.core.config",
+    "load_config": "llmkit.core.config",
+    "merge_config_with_defaults": "llmkit.core.config",
+    "provider_defaults": "llmkit.core.config",
+    "AuthenticationError": "llmkit.core.errors",
+    "ConfigError": "llmkit.core.errors",
+    "ContextLengthError": "llmkit.core.errors",
+    "InvalidRequestError": "llmkit.core.errors",
+    "LLMConnectionError": "llmkit.core.errors",
+    "LLMError": "llmkit.core.errors",
+    "LLMTimeoutError": "llmkit.core.errors",
+    "ModelNotFoundError": "llmkit.core.errors",
+    "NotSupportedError": "llmkit.core.errors",
+    "PermissionDeniedError": "llmkit.core.errors",
+    "ProviderNotFoundError": "llmkit.core.errors",
+    "RateLimitError": "llmkit.core.errors",
+    "ServerError": "llmkit.core.errors",
+    "StreamError": "llmkit.core.errors",
+    "StreamTimeoutError": "llmkit.core.errors",
+    "Metrics": "llmkit.calls.metrics",
+    "CallOptions": "llmkit.core.options",
+    "FallbackLLM": "llmkit.wrap.fallback",
+    "instrument": "llmkit.wrap.otel",
+    "uninstrument": "llmkit.wrap.otel",
     "LLMFactory": "llmkit.registry",
     "create_llm": "llmkit.registry",
     "list_providers": "llmkit.registry",
     "register_provider": "llmkit.registry",
     "unregister_provider": "llmkit.registry",
-    "Capabilities": "llmkit.types",
-    "ChatResponse": "llmkit.types",
-    "Choice": "llmkit.types",
-    "Message": "llmkit.types",
-    "MessageList": "llmkit.types",
-    "ModelInfo": "llmkit.types",
-    "Role": "llmkit.types",
-    "StreamChunk": "llmkit.types",
-    "ToolCall": "llmkit.types",
-    "ToolCallDelta": "llmkit.types",
-    "Usage": "llmkit.types",
-    "OpenAILLM": "llmkit.providers.openai",
-    "OllamaLLM": "llmkit.providers.ollama",
-    "HuggingFaceLLM": "llmkit.providers.huggingface",
-    "MockLLM": "llmkit.providers.mock",
+    "Capabilities": "llmkit.core.types",
+    "ChatResponse": "llmkit.core.types",
+    "Choice": "llmkit.core.types",
+    "Message": "llmkit.core.types",
+    "MessageList": "llmkit.core.types",
+    "ModelInfo": "llmkit.core.types",
+    "Role": "llmkit.core.types",
+    "StreamChunk": "llmkit.core.types",
+    "ToolCall": "llmkit.core.types",
+    "ToolCallDelta": "llmkit.core.types",
+    "Usage": "llmkit.core.types",
+    "OpenAILLM": "llmkit.providers.openai.client",
+    "OllamaLLM": "llmkit.providers.ollama.client",
+    "HuggingFaceLLM": "llmkit.providers.huggingface.client",
+    "MockLLM": "llmkit.providers.mock.client",
 }
 
 
@@ -177,5 +178,6 @@ __all__ = [
     "provider_defaults",
     "register_provider",
     "sync",
+    "uninstrument",
     "unregister_provider",
 ]

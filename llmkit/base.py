@@ -5,21 +5,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
-from llmkit.batch import fan_out, fan_out_iter
-from llmkit.config import LLMConfig, provider_defaults
-from llmkit.errors import InvalidRequestError, LLMTimeoutError, NotSupportedError, redact
-from llmkit.guard import guard_methods
-from llmkit.hooks import Callback, Hooks
-from llmkit.layers import current_call, install
-from llmkit.limiter import ConcurrencyLimiter
-from llmkit.metrics import Metrics, MetricsRecorder
-from llmkit.options import CallOptions, ClientOptions, Unpack, resolve_options
-from llmkit.ratelimit import RateLimiter
-from llmkit.retry import RetryPolicy
-from llmkit.structured import parse_structured, response_format_payload
-from llmkit.types import (
+from llmkit.calls.fanout import fan_out, fan_out_iter
+from llmkit.calls.guard import guard_methods
+from llmkit.calls.hooks import Callback
+from llmkit.calls.metrics import Metrics
+from llmkit.calls.protocol import current_call
+from llmkit.calls.seam import install
+from llmkit.calls.state import CallState
+from llmkit.core.config import LLMConfig, provider_defaults
+from llmkit.core.errors import InvalidRequestError, LLMTimeoutError, NotSupportedError, redact
+from llmkit.core.options import CallOptions, ClientOptions, Unpack, resolve_options
+from llmkit.core.structured import parse_structured, response_format_payload
+from llmkit.core.types import (
     Capabilities,
     ChatResponse,
     MessagesInput,
@@ -27,9 +26,8 @@ from llmkit.types import (
     StreamChunk,
     Usage,
 )
-
-if TYPE_CHECKING:
-    from llmkit.cache import ReplyCache
+from llmkit.http.ratelimit import RateLimiter
+from llmkit.http.retry import RetryPolicy
 
 __all__ = ["BaseLLM", "PromptCache", "parse_structured", "response_format_payload"]
 
@@ -50,7 +48,7 @@ class BaseLLM:
     """Base of every provider. A subclass implementing only ``generate`` (or only ``chat``)
     works: the other methods fall back on it or raise :class:`NotSupportedError`.
 
-    Every call method a subclass defines is guarded (:mod:`llmkit.guard`): refused once the
+    Every call method a subclass defines is guarded (:mod:`llmkit.calls.guard`): refused once the
     instance is closed, and held to ``max_concurrency`` across loops and threads."""
 
     provider_name: ClassVar[str] = "custom"
@@ -70,9 +68,8 @@ class BaseLLM:
         install(cls)
 
     _incomplete: ClassVar[bool] = True
-    # True while the instance has a reply cache or hooks (see llmkit.layers)
-    _layered: bool = False
-    _reply_cache: ReplyCache | None = None
+    call_state: CallState
+    """What the call layer keeps for this instance (:mod:`llmkit.calls.protocol`)."""
 
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         if type(self)._incomplete:
@@ -80,8 +77,7 @@ class BaseLLM:
                 f"{type(self).__name__} must implement generate() or chat() to be a provider"
             )
         self.config = self._make_config(config, kwargs)
-        self._limiter = ConcurrencyLimiter(self.config.max_concurrency)
-        self._metrics = MetricsRecorder(self._limiter)
+        self.call_state = CallState(self.config.max_concurrency)
         self._rate_limiter = RateLimiter(
             self.config.requests_per_minute, self.config.tokens_per_minute
         )
@@ -91,13 +87,11 @@ class BaseLLM:
             max_delay=float(self.config.extra.get("retry_max_delay", 8.0)),
             max_retry_after=float(self.config.extra.get("retry_max_after", 60.0)),
         )
-        self._closed = False
-        self._hooks = Hooks()
         if self.config.cache:
-            from llmkit.cache import ReplyCache
+            from llmkit.calls.reply_cache import ReplyCache  # sqlite3 only when a cache is set
 
-            self._reply_cache = ReplyCache(self.config.cache)
-            self._layered = True
+            self.call_state.reply_cache = ReplyCache(self.config.cache)
+            self.call_state.update_layers()
 
     @classmethod
     def _make_config(cls, config: Any, kwargs: dict[str, Any]) -> LLMConfig:
@@ -151,7 +145,7 @@ class BaseLLM:
 
     def _record_usage(self, usage: Usage | None) -> None:
         if usage is not None:
-            self._metrics.add_usage(
+            self.call_state.metrics.add_usage(
                 usage.prompt_tokens, usage.completion_tokens,
                 usage.cached_tokens, usage.reasoning_tokens,
             )
@@ -163,24 +157,22 @@ class BaseLLM:
 
     def on(self, event: str, callback: Callback) -> Callback:
         """Call ``callback(event)`` on ``request``, ``response``, ``retry`` or ``error``
-        (see :mod:`llmkit.hooks`); returns the callback, so it also works as a decorator."""
-        self._hooks.on(event, callback)
-        self._layered = True
+        (see :mod:`llmkit.calls.hooks`); returns the callback, so it also works as a decorator."""
+        self.call_state.hooks.on(event, callback)
+        self.call_state.update_layers()
         return callback
 
     def off(self, event: str, callback: Callback) -> None:
         """Remove a callback registered with :meth:`on`."""
-        self._hooks.off(event, callback)
-        self._layered = self._hooks.active or self._reply_cache is not None
+        self.call_state.hooks.off(event, callback)
+        self.call_state.update_layers()
 
-    def _sends_through_transport(self) -> bool:
-        """True where the HTTP transport reports each attempt to the hooks itself."""
+    @property
+    def attempts_through_transport(self) -> bool:
+        """True where each attempt goes through the HTTP transport, which takes a concurrency
+        slot, counts the attempt in the metrics and reports it to the hooks itself (see
+        :class:`~llmkit.calls.protocol.CallTarget`); False: the call layer does it per call."""
         return False
-
-    def _takes_own_slots(self) -> bool:
-        """True where calls take concurrency slots and count themselves in the metrics (the
-        HTTP transport per attempt): :mod:`llmkit.guard` then only checks for closed."""
-        return self._sends_through_transport()
 
     # ------------------------------------------------------------------ generation
 
@@ -349,20 +341,20 @@ class BaseLLM:
         )
 
     def get_token_usage(self) -> Usage:
-        return self._metrics.usage()
+        return self.call_state.metrics.usage()
 
     def get_metrics(self) -> Metrics:
-        return self._metrics.snapshot()
+        return self.call_state.metrics.snapshot()
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def closed(self) -> bool:
-        return self._closed
+        return self.call_state.closed
 
     async def aclose(self) -> None:
         """Release connections and workers. Safe to call more than once."""
-        self._closed = True
+        self.call_state.closed = True
 
     async def close(self) -> None:
         await self.aclose()

@@ -3,8 +3,8 @@
 :func:`run_batch` spreads a prompts file (or a Ray Dataset) over actors that each hold one
 llmkit instance built from the config. One rate-limiter actor holds the limits for the
 whole cluster: every request of every actor reserves its turn there first, and a 429 seen
-by any actor pauses all of them (the limiter's arithmetic is :mod:`llmkit.ratelimit`'s).
-Records are written as they arrive in the CLI's batch format (:mod:`llmkit.batchfile`), so
+by any actor pauses all of them (the limiter's arithmetic is :mod:`llmkit.http.ratelimit`'s).
+Records are written as they arrive in the CLI's batch format (:mod:`llmkit.jobs.jobfile`), so
 an interrupted run resumes where it stopped.
 
 This module imports Ray; ``import llmkit`` does not import this module.
@@ -22,8 +22,11 @@ from typing import Any
 
 import ray
 
-from llmkit.batch import fan_out
-from llmkit.batchfile import (
+from llmkit.calls.fanout import fan_out
+from llmkit.core.config import LLMConfig
+from llmkit.core.errors import LLMError
+from llmkit.http.ratelimit import Feedback, LimiterState, Ticket
+from llmkit.jobs.jobfile import (
     BatchFileError,
     Prompt,
     compact,
@@ -35,9 +38,6 @@ from llmkit.batchfile import (
     read_prompts,
     read_records,
 )
-from llmkit.config import LLMConfig
-from llmkit.errors import LLMError
-from llmkit.ratelimit import Feedback, LimiterState, Ticket
 from llmkit.registry import _resolve
 
 __all__ = ["BatchResult", "RayLimiterBackend", "run_batch"]
@@ -49,7 +49,7 @@ LEASE_SECONDS = 0.1
 
 @ray.remote(num_cpus=0)
 class RateLimiterActor:
-    """The cluster's one :class:`~llmkit.ratelimit.LimiterState` (an async actor: a
+    """The cluster's one :class:`~llmkit.http.ratelimit.LimiterState` (an async actor: a
     caller held behind the first request or a pause waits here, without polling)."""
 
     def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
@@ -90,7 +90,7 @@ class RateLimiterActor:
 
 
 class RayLimiterBackend:
-    """A :class:`~llmkit.ratelimit.RateLimitBackend` that asks a :class:`RateLimiterActor`.
+    """A :class:`~llmkit.http.ratelimit.RateLimitBackend` that asks a :class:`RateLimiterActor`.
     Answers that carry nothing about limits are not sent, to keep the actor's load low."""
 
     def __init__(self, actor: Any) -> None:

@@ -8,8 +8,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from llmkit.base import BaseLLM
-from llmkit.config import LLMConfig
-from llmkit.errors import ConfigError, LLMError, ProviderNotFoundError
+from llmkit.core.config import LLMConfig
+from llmkit.core.errors import ConfigError, LLMError, ProviderNotFoundError
 
 __all__ = [
     "LLMFactory",
@@ -24,11 +24,11 @@ Constructor = Callable[[LLMConfig], BaseLLM]
 _lock = threading.Lock()
 _registry: dict[str, Constructor | str] = {
     # Built-ins are imported on first use, so `import llmkit` stays light.
-    "openai": "llmkit.providers.openai:OpenAILLM",
-    "ollama": "llmkit.providers.ollama:OllamaLLM",
-    "huggingface": "llmkit.providers.huggingface:HuggingFaceLLM",
-    "mock": "llmkit.providers.mock:MockLLM",
-    "fallback": "llmkit.fallback:FallbackLLM",
+    "openai": "llmkit.providers.openai.client:OpenAILLM",
+    "ollama": "llmkit.providers.ollama.client:OllamaLLM",
+    "huggingface": "llmkit.providers.huggingface.client:HuggingFaceLLM",
+    "mock": "llmkit.providers.mock.client:MockLLM",
+    "fallback": "llmkit.wrap.fallback:FallbackLLM",
 }
 _aliases = {"hf": "huggingface", "openai-compatible": "openai"}
 

@@ -24,11 +24,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from llmkit.base import BaseLLM, PromptCache
-from llmkit.config import LLMConfig
-from llmkit.errors import ConfigError
-from llmkit.hooks import Callback
-from llmkit.metrics import Metrics
-from llmkit.types import ChatResponse, MessagesInput, ModelInfo, StreamChunk, Usage
+from llmkit.calls.hooks import Callback
+from llmkit.calls.metrics import Metrics
+from llmkit.core.config import LLMConfig
+from llmkit.core.errors import ConfigError
+from llmkit.core.types import ChatResponse, MessagesInput, ModelInfo, StreamChunk, Usage
 
 __all__ = ["SyncLLM", "create_llm", "wrap"]
 

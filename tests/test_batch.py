@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from llmkit import BaseLLM, InvalidRequestError, MockLLM, OpenAILLM, RateLimitError, ServerError
-from llmkit.batch import fan_out, fan_out_iter
+from llmkit.calls.fanout import fan_out, fan_out_iter
 from tests.servers import ServerState, serve_openai
 
 

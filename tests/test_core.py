@@ -38,8 +38,8 @@ from llmkit import (
     register_provider,
     unregister_provider,
 )
-from llmkit.errors import error_from_response
-from llmkit.retry import RetryPolicy, parse_retry_after
+from llmkit.http.error_mapping import error_from_response
+from llmkit.http.retry import RetryPolicy, parse_retry_after
 
 
 class EchoLLM(BaseLLM):

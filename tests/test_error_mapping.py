@@ -22,7 +22,7 @@ from llmkit import (
     ServerError,
     StreamError,
 )
-from llmkit.errors import error_from_response
+from llmkit.http.error_mapping import error_from_response
 from tests.servers import ServerHandle
 
 TABLE_TYPES = {
@@ -105,7 +105,7 @@ def test_every_status_maps_to_a_table_class(status: int, body: bytes) -> None:
 
 
 def test_mid_stream_error_event_is_a_stream_error() -> None:
-    from llmkit.errors import error_from_payload
+    from llmkit.http.error_mapping import error_from_payload
 
     err = error_from_payload({"error": {"message": "overloaded"}}, status=None)
     assert isinstance(err, StreamError)

@@ -27,7 +27,7 @@ import sentence_transformers  # noqa: F401
 import torch  # noqa: F401
 import transformers  # noqa: F401
 
-from llmkit.providers.hf_local import (
+from llmkit.providers.huggingface.local import (
     LocalBackend,
     LocalKVCache,
     LocalResult,
@@ -98,7 +98,7 @@ def long_conv(backend: LocalBackend) -> list[dict[str, str]]:
 
 def test_import_does_not_load_torch() -> None:
     code = (
-        "import sys, llmkit.providers.hf_local\n"
+        "import sys, llmkit.providers.huggingface.local\n"
         "bad = [m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

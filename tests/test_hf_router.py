@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llmkit import ConfigError, ModelNotFoundError, NotSupportedError
-from llmkit.providers.huggingface import HuggingFaceLLM
+from llmkit.providers.huggingface.client import HuggingFaceLLM
 from tests.servers import ServerHandle, embed_text
 
 CHAT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"

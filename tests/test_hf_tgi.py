@@ -15,7 +15,7 @@ from llmkit import (
     InvalidRequestError,
     NotSupportedError,
 )
-from llmkit.providers.huggingface import HuggingFaceLLM
+from llmkit.providers.huggingface.client import HuggingFaceLLM
 from tests.servers import ServerHandle, ServerState, serve
 from tests.servers.tei_server import make_tei_app
 

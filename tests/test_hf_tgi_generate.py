@@ -8,8 +8,8 @@ import asyncio
 
 import pytest
 
-from llmkit.errors import InvalidRequestError, NotSupportedError, StreamError
-from llmkit.providers.huggingface import HuggingFaceLLM
+from llmkit.core.errors import InvalidRequestError, NotSupportedError, StreamError
+from llmkit.providers.huggingface.client import HuggingFaceLLM
 from tests.servers import ServerHandle
 from tests.test_huggingface import TOKEN, get_weather, make
 

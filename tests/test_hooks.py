@@ -10,7 +10,7 @@ import pytest
 
 import llmkit
 from llmkit import ConfigError, MockLLM, OpenAILLM, ServerError
-from llmkit.hooks import HookEvent
+from llmkit.calls.hooks import HookEvent
 from tests.servers import ServerHandle, ServerState, serve_openai
 
 CHAT = "/v1/chat/completions"
@@ -91,7 +91,7 @@ async def test_async_callbacks_are_awaited_and_failing_callbacks_are_logged(
         llm.on("request", slow)
         llm.on("request", broken)
         llm.on("response", broken_async)
-        with caplog.at_level(logging.ERROR, logger="llmkit.hooks"):
+        with caplog.at_level(logging.ERROR, logger="llmkit.calls.hooks"):
             assert await llm.generate("hi") == "hello from the server"
     assert order == ["async request"]
     messages = [r.getMessage() for r in caplog.records]

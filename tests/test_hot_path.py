@@ -10,7 +10,7 @@ from pydantic import BaseModel
 
 from llmkit import OpenAILLM
 from llmkit.base import response_format_payload
-from llmkit.tools import to_openai_tool, to_openai_tools
+from llmkit.core.tools import to_openai_tool, to_openai_tools
 from tests.servers import ServerHandle, embed_text
 
 

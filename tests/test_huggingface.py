@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llmkit import LLMConfig
-from llmkit.errors import (
+from llmkit.core.errors import (
     AuthenticationError,
     ConfigError,
     InvalidRequestError,
@@ -18,8 +18,8 @@ from llmkit.errors import (
     ServerError,
     StreamError,
 )
-from llmkit.providers.huggingface import HuggingFaceLLM, extract_code, render_prompt
-from llmkit.types import Message
+from llmkit.core.types import Message
+from llmkit.providers.huggingface.client import HuggingFaceLLM, extract_code, render_prompt
 from tests.servers import ServerHandle, embed_text
 
 CHAT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"

@@ -15,13 +15,13 @@ from pathlib import Path
 import pytest
 
 from llmkit.base import PromptCache
-from llmkit.errors import (
+from llmkit.core.errors import (
     ConfigError,
     ContextLengthError,
     InvalidRequestError,
     NotSupportedError,
 )
-from llmkit.providers.huggingface import HuggingFaceLLM
+from llmkit.providers.huggingface.client import HuggingFaceLLM
 from tests.local_models import build_tiny_llama, minilm_path
 
 pytestmark = pytest.mark.local

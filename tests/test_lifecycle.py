@@ -239,7 +239,7 @@ async def _collect(llm: BaseLLM) -> list[Any]:
 def test_limiter_holds_across_threads_through_cancellations() -> None:
     """Four loops in four threads share one limiter of 3; a third of the holders and
     waiters are cancelled at random points: never more than 3 inside, nothing leaked."""
-    from llmkit.limiter import ConcurrencyLimiter
+    from llmkit.calls.limiter import ConcurrencyLimiter
 
     limiter = ConcurrencyLimiter(3)
     lock = threading.Lock()

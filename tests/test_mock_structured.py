@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from llmkit import ConfigError, InvalidRequestError, MockLLM, NotSupportedError
-from llmkit.providers._schema_example import example_from_schema
+from llmkit.core.schema_example import example_from_schema
 
 
 class Color(enum.Enum):

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from llmkit import InvalidRequestError
-from llmkit.providers.ollama import parse_modelfile
+from llmkit.providers.ollama.client import parse_modelfile
 
 CASES: list[tuple[str, str, dict[str, Any]]] = [
     ("from only", "FROM llama3.2", {"from": "llama3.2"}),

@@ -20,7 +20,7 @@ from llmkit import (
     ServerError,
     StreamError,
 )
-from llmkit.providers.ollama import OllamaLLM
+from llmkit.providers.ollama.client import OllamaLLM
 from tests.servers import ServerHandle
 
 

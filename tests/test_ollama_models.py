@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from llmkit import InvalidRequestError, ModelNotFoundError, StreamError
-from llmkit.providers.ollama import OllamaLLM
+from llmkit.providers.ollama.client import OllamaLLM
 from tests.servers import ServerHandle
 
 GGUF = b"GGUF\x03\x00\x00\x00" + bytes(range(256)) * 64

@@ -15,7 +15,7 @@ from typing import Any
 import ollama
 import pytest
 
-from llmkit.providers.ollama import OllamaLLM
+from llmkit.providers.ollama.client import OllamaLLM
 from tests.servers import ServerHandle, ServerState, serve_ollama
 
 DEFAULTS_FILLED_BY_OLLAMA_PYTHON = {"tools": [], "insecure": False}

@@ -10,7 +10,7 @@ import pytest
 from pydantic import BaseModel
 
 from llmkit import ContextLengthError, InvalidRequestError, LLMConfig, Message
-from llmkit.providers.ollama import OllamaChatResponse, OllamaLLM, OllamaTimings
+from llmkit.providers.ollama.client import OllamaChatResponse, OllamaLLM, OllamaTimings
 from tests.servers import ServerHandle
 
 THOUGHT = "Thinking about the request."

@@ -363,7 +363,7 @@ async def test_cancel_mid_stream_releases_connection(openai_server: ServerHandle
         with pytest.raises(asyncio.CancelledError):
             await task
         assert acquired(llm) == 0
-        assert llm._limiter.in_use() == 0
+        assert llm.call_state.limiter.in_use() == 0
         # the instance still works afterwards
         assert await llm.generate("again") == openai_server.state.reply
 
@@ -375,7 +375,7 @@ async def test_break_out_of_stream_releases_connection(openai_server: ServerHand
             async for _ in stream:
                 break
         assert acquired(llm) == 0
-        assert llm._limiter.in_use() == 0
+        assert llm.call_state.limiter.in_use() == 0
 
 
 async def test_max_concurrency_bounds_in_flight(openai_server: ServerHandle) -> None:

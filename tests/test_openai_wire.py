@@ -25,8 +25,8 @@ from llmkit import (
     StreamChunk,
     ToolCall,
 )
-from llmkit.providers._openai_wire import parse_chat_response
-from llmkit.types import normalize_finish_reason
+from llmkit.core.types import normalize_finish_reason
+from llmkit.providers.openai.chat import parse_chat_response
 from tests.servers import ServerHandle
 
 KEY = "sk-test-wire-abcdefghijklmnopqrstu"
@@ -331,8 +331,8 @@ def test_typed_results_carry_every_field() -> None:
     """Responses and chunks are built without validation: each must still have every field
     of its model, with the values a validated one would have."""
     from llmkit import ChatResponse, Choice, Usage
-    from llmkit.providers._openai_wire import parse_stream_event
-    from llmkit.streaming import SSEEvent
+    from llmkit.http.streaming import SSEEvent
+    from llmkit.providers.openai.chat import parse_stream_event
 
     data = {"model": "m", "choices": [{"index": 0, "finish_reason": "stop",
                                        "message": {"role": "assistant", "content": "hi"}}],
@@ -350,7 +350,7 @@ def test_typed_results_carry_every_field() -> None:
 
 @pytest.mark.spec_exempt("min_p is a llama.cpp / vLLM field, passed through on purpose")
 async def test_per_call_model_and_typed_provider_options(openai_server: ServerHandle) -> None:
-    from llmkit.providers._openai_wire import OPENAI_PROVIDER_OPTIONS, OpenAIOptions
+    from llmkit.providers.openai.chat import OPENAI_PROVIDER_OPTIONS, OpenAIOptions
 
     assert {"logit_bias", "min_p", "repetition_penalty"} <= OPENAI_PROVIDER_OPTIONS
     assert "model" in OpenAIOptions.__optional_keys__ and "model" not in OPENAI_PROVIDER_OPTIONS
@@ -363,7 +363,7 @@ async def test_per_call_model_and_typed_provider_options(openai_server: ServerHa
 
 def test_image_forms_for_data_only_wire_formats(tmp_path: Path) -> None:
     """``image_base64`` (the bare data Ollama's ``images`` take) from each accepted form."""
-    from llmkit.images import image_base64, image_url
+    from llmkit.core.images import image_base64, image_url
 
     path = tmp_path / "dot.png"
     path.write_bytes(PNG)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from llmkit import InvalidRequestError, LLMConfig, LLMTimeoutError, OpenAILLM, ServerError
-from llmkit.options import (
+from llmkit.core.options import (
     CLIENT_OPTIONS,
     NO_CLIENT_OPTIONS,
     PORTABLE_OPTIONS,
@@ -125,7 +125,7 @@ async def test_max_tokens_field_override(openai_server: ServerHandle) -> None:
 
 
 def test_api_openai_com_gets_max_completion_tokens() -> None:
-    from llmkit.providers._openai_wire import max_tokens_field
+    from llmkit.providers.openai.chat import max_tokens_field
 
     assert max_tokens_field("https://api.openai.com/v1", {}) == "max_completion_tokens"
     assert max_tokens_field("http://127.0.0.1:8080/v1", {}) == "max_tokens"

@@ -20,7 +20,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import llmkit
 from llmkit import MockLLM, OpenAILLM, ServerError, create_llm
-from llmkit.otel import uninstrument
+from llmkit.wrap.otel import uninstrument
 from tests.servers import ServerHandle, ServerState, serve_openai
 
 KEY = "sk-otel-secret-0123456789abcdef"

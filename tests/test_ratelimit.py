@@ -13,7 +13,7 @@ import time
 import pytest
 
 from llmkit import LLMConfig, OpenAILLM
-from llmkit.ratelimit import Feedback, LimiterState, estimate_tokens, parse_reset, usage_tokens
+from llmkit.http.ratelimit import Feedback, LimiterState, estimate_tokens, parse_reset, usage_tokens
 from tests.servers import ServerState
 from tests.servers.ratelimit_server import RateLimits, format_reset, serve_ratelimited_openai
 

@@ -19,7 +19,7 @@ import ray  # the [ray] extra (also in [dev]): a missing install fails, it does 
 import ray.data
 
 from llmkit import ProviderNotFoundError
-from llmkit.batchfile import BatchFileError
+from llmkit.jobs.jobfile import BatchFileError
 from llmkit.ray import run_batch
 from tests.servers import ServerState, assert_spec_conformant
 from tests.servers.base import run_server

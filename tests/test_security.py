@@ -44,11 +44,11 @@ from llmkit import (
     StreamError,
     load_config,
 )
-from llmkit.errors import error_from_response
-from llmkit.providers._openai_wire import parse_chat_response, parse_stream_event
-from llmkit.providers.ollama import _checked
-from llmkit.streaming import NDJSONParser, SSEEvent, SSEParser
-from llmkit.types import ChatResponse, StreamChunk
+from llmkit.core.types import ChatResponse, StreamChunk
+from llmkit.http.error_mapping import error_from_response
+from llmkit.http.streaming import NDJSONParser, SSEEvent, SSEParser
+from llmkit.providers.ollama.client import _checked
+from llmkit.providers.openai.chat import parse_chat_response, parse_stream_event
 from tests.servers import ServerHandle, ServerState, serve_hf, serve_ollama, serve_openai
 from tests.servers.openai_server import make_openai_app
 

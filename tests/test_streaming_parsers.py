@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llmkit.errors import StreamError
-from llmkit.streaming import NDJSONParser, SSEEvent, SSEParser
+from llmkit.core.errors import StreamError
+from llmkit.http.streaming import NDJSONParser, SSEEvent, SSEParser
 
 
 def feed_all(parser: SSEParser | NDJSONParser, data: bytes, cuts: list[int]) -> list:

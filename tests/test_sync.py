@@ -15,7 +15,7 @@ import pytest
 import llmkit
 import llmkit.sync
 from llmkit import ChatResponse, ConfigError, ServerError, StreamChunk
-from llmkit.hooks import HookEvent
+from llmkit.calls.hooks import HookEvent
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -93,11 +93,11 @@ def test_errors_and_hooks(openai_server_thread: str) -> None:
                 failures.append(record.exc_info[1])
 
     handler = Catch()
-    logging.getLogger("llmkit.hooks").addHandler(handler)
+    logging.getLogger("llmkit.calls.hooks").addHandler(handler)
     try:
         assert outer.generate("hi")  # the failing hook is logged, the call goes on
     finally:
-        logging.getLogger("llmkit.hooks").removeHandler(handler)
+        logging.getLogger("llmkit.calls.hooks").removeHandler(handler)
         outer.close()
         inner.close()
     assert len(failures) == 1 and isinstance(failures[0], ConfigError)

@@ -113,7 +113,7 @@ async def test_end_marker_ends_the_stream_and_frees_slot_and_connection(provider
         elapsed = time.perf_counter() - started
         assert text == "alpha beta"
         assert elapsed < 0.9  # no wait for the 1 s read timeout
-        assert llm._limiter.in_use() == 0
+        assert llm.call_state.limiter.in_use() == 0
         conn = llm._http.sessions.connector()
         assert conn is not None and len(conn._acquired) == 0
         await asyncio.wait_for(app[DROPPED].wait(), 2.0)  # the connection was let go

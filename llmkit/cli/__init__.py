@@ -76,7 +76,7 @@ async def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = build_parser().parse_args(argv)
-    from llmkit.errors import ConfigError, LLMError, ProviderNotFoundError
+    from llmkit.core.errors import ConfigError, LLMError, ProviderNotFoundError
 
     setup_logging(args.verbose)
     try:

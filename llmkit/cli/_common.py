@@ -11,7 +11,7 @@ from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from llmkit.base import BaseLLM
-    from llmkit.config import LLMConfig
+    from llmkit.core.config import LLMConfig
 
 MOCK_PROVIDER = "mock"
 EXIT_OK = 0
@@ -37,7 +37,7 @@ def one_line(text: str) -> str:
 
 
 def print_error(kind: str, message: str) -> None:
-    from llmkit.errors import redact
+    from llmkit.core.errors import redact
 
     sys.stderr.write(f"error: {kind}: {one_line(redact(message))}\n")
     sys.stderr.flush()
@@ -84,8 +84,8 @@ def make_config(args: argparse.Namespace) -> LLMConfig:
     given without a provider is an error rather than a silent mock run."""
     from pydantic import ValidationError
 
-    from llmkit.config import LLMConfig, load_config
-    from llmkit.errors import ConfigError
+    from llmkit.core.config import LLMConfig, load_config
+    from llmkit.core.errors import ConfigError
 
     overrides: dict[str, Any] = {
         "model": args.model,

@@ -1,4 +1,4 @@
-"""``llmkit batch``: a prompts file in, JSONL records out (see :mod:`llmkit.batchfile`)."""
+"""``llmkit batch``: a prompts file in, JSONL records out (see :mod:`llmkit.jobs.jobfile`)."""
 
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from llmkit.cli._common import (
 
 if TYPE_CHECKING:
     from llmkit.base import BaseLLM
-    from llmkit.batchfile import Prompt
+    from llmkit.jobs.jobfile import Prompt
 
 
 def load_job(args: argparse.Namespace, provider: str, model: str) -> tuple[list[Prompt], set[int]]:
     """The prompts, and the indexes an earlier run of the same output already answered."""
-    from llmkit.batchfile import BatchFileError, done_indexes, read_prompts, read_records
+    from llmkit.jobs.jobfile import BatchFileError, done_indexes, read_prompts, read_records
 
     try:
         if args.input == "-":
@@ -67,8 +67,8 @@ def finish(provider: str, model: str, answered: int, failed: int, done: int, tot
 
 
 async def cmd_batch(args: argparse.Namespace, llm: BaseLLM) -> int:
-    from llmkit.batch import fan_out_iter
-    from llmkit.batchfile import compact, make_record, open_output
+    from llmkit.calls.fanout import fan_out_iter
+    from llmkit.jobs.jobfile import compact, make_record, open_output
 
     if args.concurrency is not None and args.concurrency < 1:
         raise UsageError("--concurrency must be >= 1")
@@ -115,7 +115,7 @@ async def cmd_batch(args: argparse.Namespace, llm: BaseLLM) -> int:
 
 def cmd_batch_ray(args: argparse.Namespace) -> int:
     """``batch --ray``: the same job on Ray actors (:func:`llmkit.ray.run_batch`)."""
-    from llmkit.batchfile import BatchFileError
+    from llmkit.jobs.jobfile import BatchFileError
 
     if args.output == "-" or args.input == "-":
         raise UsageError("--ray reads a prompts file and writes to a file: pass IN and -o OUT")

@@ -41,7 +41,7 @@ async def cmd_health(args: argparse.Namespace, llm: BaseLLM) -> int:
 
 
 async def cmd_models(args: argparse.Namespace, llm: BaseLLM) -> int:
-    from llmkit.errors import NotSupportedError
+    from llmkit.core.errors import NotSupportedError
 
     list_models = getattr(llm, "list_models", None)
     search_models = getattr(llm, "search_models", None)
@@ -91,7 +91,7 @@ async def cmd_embed(args: argparse.Namespace, llm: BaseLLM) -> int:
 
 
 async def cmd_pull(args: argparse.Namespace, llm: BaseLLM) -> int:
-    from llmkit.errors import NotSupportedError
+    from llmkit.core.errors import NotSupportedError
 
     pull = getattr(llm, "pull_model", None)
     if not callable(pull):

@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
             "provider answers (and says so on stderr). Progress bars are drawn only on a terminal."
         ),
     )
-    from llmkit import __version__
+    from llmkit.core.version import __version__
 
     parser.add_argument("--version", action="version", version=f"llmkit {__version__}")
     _add_global_flags(parser, suppress=False)

@@ -1,0 +1,88 @@
+"""Retry policy: exponential backoff with full jitter (the ``backoff`` package's wait
+generators), honouring Retry-After / retry-after-ms, capped."""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import backoff
+
+from llmkit.core.errors import LLMError, RateLimitError
+
+__all__ = ["RetryPolicy", "parse_retry_after"]
+
+
+def _seconds(text: str, scale: float = 1.0) -> float | None:
+    """A finite, non-negative number of seconds, or None (``-5``, ``nan``, ``inf`` and
+    garbage are ignored: the normal backoff applies)."""
+    try:
+        value = float(text) * scale
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0.0 else None
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP-date)."""
+    if not headers:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        seconds = _seconds(ms, 0.001)
+        if seconds is not None:
+            return seconds
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    value = value.strip()
+    if value[:1] in "+-.0123456789" or value.lower() in ("nan", "inf", "infinity"):
+        return _seconds(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """When and how long to wait before trying a request again.
+
+    ``max_retries`` counts retries, so a request is sent at most ``max_retries + 1`` times.
+    Waits grow exponentially from ``initial_delay`` with full jitter, capped at ``max_delay``;
+    a server's Retry-After wins over the computed wait, capped at ``max_retry_after``; a rate
+    limit whose Retry-After is longer than that is not waited for: the
+    :class:`RateLimitError` is raised at once, its ``retry_after`` telling the caller.
+    """
+
+    max_retries: int = 2
+    initial_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+
+    def should_retry(self, error: BaseException, attempt: int) -> bool:
+        """``attempt`` is the number of retries already made."""
+        if attempt >= self.max_retries or not isinstance(error, LLMError):
+            return False
+        if isinstance(error, RateLimitError) and (error.retry_after or 0.0) > self.max_retry_after:
+            return False  # the server asks for a longer pause than we wait: give up now
+        return error.retryable
+
+    def waits(self) -> Iterator[float]:
+        """Jittered exponential waits, one per retry."""
+        gen = backoff.expo(base=2, factor=self.initial_delay, max_value=self.max_delay)
+        next(gen)  # prime the generator (backoff's protocol)
+        for value in gen:
+            yield float(backoff.full_jitter(value))
+
+    def delay_for(self, error: BaseException, computed: float) -> float:
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after is not None:
+            return min(float(retry_after), self.max_retry_after)
+        return computed

@@ -1,0 +1,1 @@
+"""Batch jobs: the job file format (prompts in, JSONL rows out, resumable)."""

@@ -1,0 +1,352 @@
+"""Hugging Face (``provider="huggingface"``): the Inference Providers router, Text
+Generation Inference servers, the Hub API, and local transformers models.
+
+Modes, chosen from the configuration:
+
+* **router** (default, ``base_url`` is ``https://router.huggingface.co``): OpenAI-compatible
+  ``POST {base}/v1/chat/completions``. The inference provider is chosen with
+  ``extra["inference_provider"]`` (a provider such as ``"together"`` or ``"hf-inference"``,
+  or a policy: ``"auto"``, ``"fastest"``, ``"cheapest"``, ``"preferred"``) or a model suffix
+  (``"meta-llama/Llama-3.1-8B-Instruct:novita"``). Embeddings go to the chosen provider's
+  feature-extraction route (see :mod:`llmkit.providers.huggingface.router`).
+* **TGI** (``base_url`` points at a Text Generation Inference server). ``extra["api"]``:
+
+  - ``"auto"`` (the default for any ``base_url`` that is not the router): ``GET {base}/info`` is
+    probed once; a TGI server is then used through its messages API
+    (``/v1/chat/completions``, TGI >= 1.4) or ``/generate`` for older versions; a server
+    without ``/info`` is treated as a plain OpenAI-compatible one.
+  - ``"tgi-chat"``: TGI's ``/v1/chat/completions``.
+  - ``"tgi"``: ``/generate`` and ``/generate_stream``; messages are rendered to one prompt
+    with a plain template (see :func:`render_prompt`).
+  - ``"router"``: the router wire format at ``base_url`` (e.g. a proxy).
+
+  In both TGI modes ``/info`` is read once and its limits (``max_stop_sequences``,
+  ``max_total_tokens``, ``max_best_of``, ``max_input_tokens``) are checked before a request
+  is sent; ``response_format`` is sent as TGI's grammar (``{"type": "json", "value":
+  schema}``). TGI has no embeddings: ``embed()`` goes to the Text Embeddings Inference
+  server at ``extra["embedding_base_url"]`` (``POST /embed``), else raises
+  :class:`NotSupportedError`.
+* **local** (``base_url="local"`` or :meth:`HuggingFaceLLM.set_use_local`): see
+  :mod:`llmkit.providers.huggingface.local_mode`.
+
+The token comes from ``api_key``, else ``HUGGINGFACE_API_TOKEN``, else ``HF_TOKEN``. A 503
+"model is loading" reply (``{"error": ..., "estimated_time": N}``) is retried after ``N``
+seconds, capped by ``extra["retry_max_after"]``. The Hub is reached at ``extra["hub_url"]``,
+else ``HF_ENDPOINT``, else ``https://huggingface.co``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from llmkit.base import _check_texts, parse_structured
+from llmkit.core.config import LLMConfig
+from llmkit.core.errors import (
+    ConfigError,
+    NotSupportedError,
+    register_secret,
+)
+from llmkit.core.types import (
+    Capabilities,
+    ChatResponse,
+    MessagesInput,
+    ModelInfo,
+    StreamChunk,
+)
+from llmkit.providers.huggingface import hub as hf_hub
+from llmkit.providers.huggingface import router as hf_router
+from llmkit.providers.huggingface import tgi as hf_tgi
+from llmkit.providers.huggingface.hub import extract_code
+from llmkit.providers.huggingface.server_api import HFServerAPI
+from llmkit.providers.huggingface.tgi import render_prompt
+
+__all__ = ["HuggingFaceLLM", "extract_code", "render_prompt"]
+
+ROUTER_URL = "https://router.huggingface.co"
+HUB_URL = "https://huggingface.co"
+_APIS = ("router", "tgi", "tgi-chat", "auto")
+
+
+def _env_token() -> str | None:
+    return os.environ.get("HUGGINGFACE_API_TOKEN") or os.environ.get("HF_TOKEN") or None
+
+
+def _is_router(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return host == "router.huggingface.co"
+
+
+class HuggingFaceLLM(HFServerAPI):
+    """Hugging Face: the Inference Providers router, TGI servers, the Hub, local models."""
+
+    provider_name: ClassVar[str] = "huggingface"
+    provider_options: ClassVar[frozenset[str]] = (
+        HFServerAPI.provider_options | hf_tgi.GENERATE_PARAMETERS | {"tool_prompt"}
+    )
+    _chat_path: ClassVar[str] = "v1/chat/completions"
+    _embeddings_path: ClassVar[str] = "v1/embeddings"
+    embedding_batch_size: ClassVar[int] = 32
+    embedding_concurrency: ClassVar[int | None] = 8
+
+    def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
+        super().__init__(config, **kwargs)
+        extra = self.config.extra
+        api = extra.get("api")
+        if api is not None and api not in _APIS:
+            raise ConfigError(
+                f"extra['api'] must be one of {', '.join(_APIS)}, not {api!r}",
+                provider=self.provider,
+            )
+        hf_router.check_choice(extra.get("inference_provider"))
+        self._use_local = (self.config.base_url or "").strip().lower() == "local"
+        if api == "router" or (api is None and _is_router(self._http.base_url)):
+            self._api = "router"
+        self._hub = self._make_transport(self._hub_base(), self._auth_headers(self.config.key()))
+        self._mappings: dict[str, dict[str, Any]] = {}
+        self._local = None
+
+    # ------------------------------------------------------------------ configuration
+
+    def _base_url(self) -> str:
+        base = (self.config.base_url or ROUTER_URL).strip()
+        if base.lower() == "local":
+            base = ROUTER_URL
+        base = base.rstrip("/")
+        if base.endswith("/v1"):
+            base = base[:-3]
+        return base
+
+    def _auth_headers(self, key: str | None) -> dict[str, str]:
+        token = key or _env_token()
+        register_secret(token)
+        return {"Authorization": f"Bearer {token}"} if token else {}
+
+    def _hub_base(self) -> str:
+        url = self.config.extra.get("hub_url") or os.environ.get("HF_ENDPOINT") or HUB_URL
+        return str(url).rstrip("/")
+
+    def _chat_model(self) -> str:
+        if self._api == "router":
+            return hf_router.chat_model(self.model, self.config.extra.get("inference_provider"))
+        return self.model
+
+    @property
+    def use_local(self) -> bool:
+        return self._use_local
+
+    @property
+    def attempts_through_transport(self) -> bool:
+        return not self._use_local  # local mode: the call layer takes the slot per call
+
+    def set_use_local(self, use_local: bool) -> None:
+        """Switch between local inference and the remote API."""
+        self._use_local = bool(use_local)
+
+    # ------------------------------------------------------------------ generation
+
+    async def chat(
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        **options: Any,
+    ) -> ChatResponse:
+        if self._use_local:
+            return await self._local_chat(
+                messages, tools=tools, response_format=response_format, **options
+            )
+        api = await self._resolve_api()
+        if api == "tgi":
+            return await self._tgi_chat(messages, tools, response_format, options)
+        if api == "tgi-chat":
+            options, model_cls = self._tgi_messages_options(options, response_format)
+            response = await super().chat(messages, tools=tools, tool_choice=tool_choice, **options)
+            if response_format is not None:
+                response.parsed = parse_structured(
+                    response.content, model_cls or response_format, self.provider
+                )
+            return response
+        return await super().chat(
+            messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
+            **options,
+        )
+
+    async def chat_stream(
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None = None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        **options: Any,
+    ) -> AsyncGenerator[StreamChunk, None]:
+        gen: AsyncGenerator[StreamChunk, None]
+        if self._use_local:
+            gen = self._local_stream(messages, tools=tools, **options)
+        else:
+            api = await self._resolve_api()
+            if api == "tgi":
+                gen = self._tgi_stream(messages, tools, response_format, options)
+            else:
+                if api == "tgi-chat":
+                    options, _ = self._tgi_messages_options(options, response_format)
+                    response_format = None
+                gen = super().chat_stream(
+                    messages, tools=tools, tool_choice=tool_choice,
+                    response_format=response_format, **options,
+                )
+        async with aclosing(gen):
+            async for chunk in gen:
+                yield chunk
+
+    async def generate_stream(
+        self, messages: MessagesInput, **options: Any
+    ) -> AsyncGenerator[str, None]:
+        if self._use_local or await self._resolve_api() in ("tgi", "tgi-chat"):
+            gen: AsyncGenerator[Any, None] = self.chat_stream(messages, **options)
+        else:
+            gen = super().generate_stream(messages, **options)
+        async with aclosing(gen):
+            async for item in gen:
+                text = item if isinstance(item, str) else item.delta
+                if text:
+                    yield text
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def embed_batch(self, texts: Sequence[str]) -> list[list[float]]:
+        if self._use_local:
+            items = _check_texts(texts)
+            if not items:
+                return []
+            with self._local_errors():
+                return await self._local_backend().embed(items)
+        return await super().embed_batch(texts)
+
+    async def _embed_request(self, texts: list[str]) -> list[list[float]]:
+        model = self._embedding_model()
+        extra = self.config.extra
+        api = await self._resolve_api()
+        if api in ("tgi", "tgi-chat"):
+            if not extra.get("embedding_base_url"):
+                raise NotSupportedError(
+                    "a TGI server has no embeddings; set extra['embedding_base_url'] to a Text "
+                    "Embeddings Inference server", provider=self.provider,
+                )
+            return await hf_tgi.tei_embed(
+                self._http, str(extra["embedding_base_url"]), texts, extra, model
+            )
+        if api == "openai":
+            return await super()._embed_request(texts)
+        choice = extra.get("inference_provider")
+        mapping = None
+        if hf_router.needs_mapping(model, choice):
+            repo = hf_router.split_model(model)[0]
+            if repo not in self._mappings:
+                self._mappings[repo] = await hf_hub.provider_mapping(self._hub, repo)
+            mapping = self._mappings[repo]
+        provider, provider_model = hf_router.pick_embedding_provider(model, choice, mapping)
+        route, body = hf_router.embedding_request(provider, provider_model, texts, extra)
+        base = str(extra.get("embedding_base_url") or self._http.base_url).rstrip("/")
+        data = await self._http.request("POST", f"{base}/{route}", json=body, model=model)
+        return hf_router.embedding_vectors(provider, data, texts)
+
+    # ------------------------------------------------------------------ Hub, code
+
+    async def search_models(
+        self, query: str | None = None, limit: int = 10, **filters: Any
+    ) -> list[dict[str, Any]]:
+        """Models on the Hub (``GET /api/models``). ``filters``: ``author``, ``filter`` (a tag
+        or a list of tags), ``sort``, ``direction``, ``pipeline_tag``, ``library``, ``full``,
+        ``inference_provider``, ... passed through as query parameters."""
+        return await hf_hub.search_models(self._hub, query, limit, filters)
+
+    async def get_model_details(self, model_id: str | None = None) -> dict[str, Any]:
+        """A model's Hub record (``GET /api/models/{model_id}``); unknown ids raise
+        :class:`ModelNotFoundError`."""
+        return await hf_hub.model_details(self._hub, model_id or hf_router.split_model(self.model)[0])
+
+    async def generate_code(self, prompt: str, language: str = "python", **options: Any) -> str:
+        """Code only: asks for ``language`` code in one fenced block and returns the block's
+        contents (see :func:`extract_code`)."""
+        lang = language.strip() or "python"
+        messages = [
+            {
+                "role": "system",
+                "content": (
+                    f"You are an expert {lang} programmer. Reply with only the {lang} code, "
+                    f"in a single fenced code block (```{lang.lower()} ... ```), "
+                    "with no explanation before or after it."
+                ),
+            },
+            {"role": "user", "content": prompt},
+        ]
+        text = await self.generate(messages, **options)
+        return extract_code(text, lang)
+
+    # ------------------------------------------------------------------ health, info
+
+    async def health_check(self) -> None:
+        if self._use_local:
+            with self._local_errors():
+                await self._local_backend().load()
+            return
+        api = await self._resolve_api()
+        timeout = min(self.config.timeout, 10.0)
+        if api in ("tgi", "tgi-chat"):
+            await self._http.request("GET", "health", timeout=timeout, parse="bytes", retry=False)
+        else:
+            await self._http.request("GET", "v1/models", timeout=timeout, retry=False)
+
+    def get_model_info(self) -> ModelInfo:
+        """Capabilities of the mode in use (exact once the API is resolved: after the first
+        call or :meth:`health_check`), and the context length from TGI's ``/info``."""
+        if self._use_local:
+            info = self._local_backend().info()
+            return ModelInfo(
+                provider=self.provider,
+                model=self.model,
+                base_url="local",
+                capabilities=Capabilities(
+                    streaming=True, embeddings=True, tools=False, batching=True, kv_cache=True
+                ),
+                context_length=info.get("context_length"),
+                details={"mode": "local", **info},
+            )
+        api = self._api or (self.config.extra.get("api") or "auto")
+        tei = self.config.extra.get("embedding_base_url")
+        tgi = self._tgi_info or {}
+        context = tgi.get("max_total_tokens") or tgi.get("max_input_length")
+        return ModelInfo(
+            provider=self.provider,
+            model=self.model,
+            base_url=self._http.base_url,
+            capabilities=Capabilities(
+                streaming=True,
+                embeddings=api in ("router", "openai") or bool(tei),
+                tools=api != "tgi",
+                batching=False,
+                kv_cache=False,
+            ),
+            context_length=int(context) if context else None,
+            details={"mode": "api", "api": api, "hub_url": self._hub.base_url,
+                     **({"tgi": tgi} if tgi else {}),
+                     **({"embedding_base_url": tei} if tei else {})},
+        )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def aclose(self) -> None:
+        try:
+            await self._hub.aclose()
+            if self._local is not None:
+                local, self._local = self._local, None
+                await local.aclose()
+        finally:
+            await super().aclose()

@@ -1,0 +1,89 @@
+"""The per-call options of the OpenAI provider, typed for ``Unpack``: the portable and
+client options, ``model``, and the documented request fields of OpenAI's API and of the
+llama.cpp and vLLM servers, which are passed through under their own names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from llmkit.core.options import CLIENT_OPTIONS, PORTABLE_OPTIONS, CallOptions
+
+__all__ = ["OPENAI_PROVIDER_OPTIONS", "OpenAIOptions"]
+
+
+class OpenAIOptions(CallOptions, total=False):
+    model: str
+    """This call's model (the config's by default)."""
+    # OpenAI
+    logit_bias: Mapping[str, float]
+    parallel_tool_calls: bool
+    user: str
+    service_tier: str
+    store: bool
+    metadata: Mapping[str, str]
+    modalities: list[str]
+    audio: Mapping[str, Any]
+    prediction: Mapping[str, Any]
+    web_search_options: Mapping[str, Any]
+    verbosity: str
+    prompt_cache_key: str
+    prompt_cache_retention: str
+    safety_identifier: str
+    max_completion_tokens: int
+    stream_options: Mapping[str, Any]
+    # llama.cpp server
+    min_p: float
+    typical_p: float
+    repeat_penalty: float
+    repeat_last_n: int
+    mirostat: int
+    mirostat_tau: float
+    mirostat_eta: float
+    grammar: str
+    json_schema: Mapping[str, Any]
+    cache_prompt: bool
+    n_probs: int
+    samplers: list[str]
+    dynatemp_range: float
+    dynatemp_exponent: float
+    xtc_probability: float
+    xtc_threshold: float
+    dry_multiplier: float
+    dry_base: float
+    dry_allowed_length: int
+    dry_penalty_last_n: int
+    id_slot: int
+    n_keep: int
+    n_indent: int
+    t_max_predict_ms: int
+    reasoning_format: str
+    chat_template_kwargs: Mapping[str, Any]
+    timings_per_token: bool
+    post_sampling_probs: bool
+    return_tokens: bool
+    ignore_eos: bool
+    # vLLM
+    repetition_penalty: float
+    min_tokens: int
+    best_of: int
+    use_beam_search: bool
+    length_penalty: float
+    skip_special_tokens: bool
+    include_stop_str_in_output: bool
+    stop_token_ids: list[int]
+    guided_json: Any
+    guided_regex: str
+    guided_choice: list[str]
+    guided_grammar: str
+    structured_outputs: Mapping[str, Any]
+    add_generation_prompt: bool
+    continue_final_message: bool
+    chat_template: str
+    truncate_prompt_tokens: int
+
+
+# Passed through by name (``model`` is taken out before the options are resolved).
+OPENAI_PROVIDER_OPTIONS: frozenset[str] = (
+    OpenAIOptions.__optional_keys__ - PORTABLE_OPTIONS - CLIENT_OPTIONS - {"model"}
+)

@@ -1,0 +1,1 @@
+"""Wrappers around providers: the fallback chain and OpenTelemetry instrumentation."""
