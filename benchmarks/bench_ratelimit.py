@@ -72,6 +72,8 @@ IN_FLIGHT = {"max_in_flight": 8, "service_time": 0.2}
 SCENARIOS: list[tuple[str, str, dict[str, Any], str, int, str]] = [
     ("quantized", "headers: 2,400/min counting down; enforced 40/s, burst 10",
      {**RATE, "headers": "per_minute"}, "openai", 1, "rate"),
+    ("quantized_burst", "headers: 2,400/min, remaining and reset of the 40/s bucket",
+     {**RATE, "headers": "per_minute_burst"}, "openai", 1, "rate"),
     ("consistent", "headers describe the enforced bucket", {**RATE}, "openai", 1, "rate"),
     ("retry_after", "only Retry-After in whole seconds", {**RATE, "headers": "none", "retry_after": "seconds"},
      "openai", 1, "rate"),

@@ -214,7 +214,7 @@ class RateLimiter:
                 # and while a learned rate paces it, now and then too: a rate raised or
                 # lowered since moves the turn
                 slice_ = TOKEN_RECHECK if ticket.due_tokens >= ticket.due_requests else wait
-                if ticket.paced:
+                if ticket.paced or ticket.estimate > 0:
                     slice_ = min(slice_, getattr(backend, "recheck", TOKEN_RECHECK))
                 left: float | None = wait
                 while left:

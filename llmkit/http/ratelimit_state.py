@@ -15,8 +15,9 @@ What :class:`Learned` believes, and from what:
 
 - headers (``x-ratelimit-limit/remaining/reset-*``): a bucket of ``limit`` that refills from
   ``remaining`` in ``reset`` refills at ``(limit - remaining) / reset``; where that is
-  a bucket refilling over ten seconds or more the limit is per minute and the rate is at
-  most ``limit / 60``. The header rate is a ceiling, never a promise.
+  a bucket refilling over ten seconds or more (or a limit of 60 or more claimed to refill
+  within a second) the limit is per minute and the rate is at most ``limit / 60``. The
+  header rate is a ceiling, never a promise.
 - evidence: every 429 of a request sent at the current rate lowers the rate
   multiplicatively (to at most what the server accepted over the last second), and
   every paced success raises it additively (faster, doubling about every 0.7 s, until
@@ -116,7 +117,7 @@ class _Bucket:
         self.capacity = capacity
         self.level = capacity
         self.stamp = 0.0
-        self.issued = 0.0  # everything ever reserved
+        self.issued = 0.0  # everything ever reserved (as estimated: corrections move the level)
         self.refunded = 0.0  # estimates given back: reservations made before move earlier
         self.bounds: tuple[float, float] | None = None  # what the server's answers allow
 
@@ -165,20 +166,23 @@ class _Bucket:
         if server < self.level_at(now):
             self.level, self.stamp = server, now
 
-    def estimate(self, deficit: float, reset: float, limit: float) -> float:
+    def estimate(self, deficit: float, reset: float, limit: float, requests: bool = True) -> float:
         """The refill rate: ``remaining`` is rounded down to whole units and ``reset`` up
         to milliseconds, so one answer bounds the rate between ``(deficit - 1) / reset``
         and ``deficit / (reset - 1ms)``; the bounds of all answers are intersected (a
         server whose limits changed starts a new interval). A bucket refilling over ten
         seconds or more is a per-minute limit: ``limit / 60`` where the bounds allow it,
-        never more."""
+        never more. So is a request limit of 60 or more that would refill within a second
+        (the per-minute figure beside the counters of a per-second bucket)."""
         low = (deficit - 1.0) / reset
         high = deficit / max(reset - 0.001, reset / 2)
         if self.bounds is not None and low <= self.bounds[1] and high >= self.bounds[0]:
             low, high = max(low, self.bounds[0]), min(high, self.bounds[1])
         self.bounds = (low, high)
         rate = (low + high) / 2 if low > 0 else high / 2
-        if limit / max(rate, 1e-9) >= PER_MINUTE_PERIOD or limit / high >= PER_MINUTE_PERIOD:
+        period = limit / max(rate, 1e-9)
+        figure = requests and limit >= 60 and period < 1.0
+        if period >= PER_MINUTE_PERIOD or limit / high >= PER_MINUTE_PERIOD or figure:
             per_minute = limit / 60.0
             rate = per_minute if low <= per_minute <= high else min(rate, per_minute)
         return rate
@@ -247,7 +251,7 @@ class Learned:
         limit, remaining, reset = seen.limit, seen.remaining, seen.reset
         bucket = self.tokens
         if limit and reset and remaining is not None and remaining < limit:
-            rate = min(RATE_CEILING * 1000, bucket.estimate(limit - remaining, reset, limit))
+            rate = min(RATE_CEILING * 1000, bucket.estimate(limit - remaining, reset, limit, False))
             bucket.retune(rate, max(1.0, min(limit, rate * 1.0)), now)
         bucket.follow(seen, ticket, issued_then, now)
 
@@ -263,7 +267,8 @@ class Learned:
             if self.rate is not None:  # headers told a rate: evidence says it is less
                 start = min(start * BETA, delivered) if delivered >= 2 else start * BETA
             self.evidence = max(RATE_FLOOR, start)
-            self.slow_start = self.header_rate is None
+            # headers that claimed far more than is accepted are no guide: find the rate
+            self.slow_start = self.header_rate is None or self.evidence < self.header_rate / 2
         elif ticket is None or ticket.at >= self.decreased_at:
             lowered = self.evidence * BETA
             if delivered >= 2:
@@ -305,6 +310,15 @@ class Learned:
         if window is not None and after and len(self.outstanding) + 1 >= window:
             window += 1.0 if self.window_slow_start else WINDOW_STEP / window
             self.window = None if window > WINDOW_CEILING else window
+
+    def plausible(self) -> bool:
+        """Whether the headers describe a rate worth pacing by alone: a bucket that takes
+        a second or more to refill (one refilling faster than it empties is a claim the
+        evidence will have to correct: it gets the in-flight window's slow start too)."""
+        if self.tokens.rate is not None:
+            return True
+        rate, limit = self.header_rate, self.header_limit
+        return rate is not None and limit is not None and limit / rate >= 1.0
 
     # -- pauses and the window
 
@@ -389,13 +403,14 @@ class LimiterState:
             tokens = max(1.0, tokens * max(self.usage_ratios))
         wait_learned = learned.requests.reserve(1.0, now)
         wait_requests = self.requests.reserve(1.0, now)
-        wait_tokens = max(self.tokens.reserve(tokens, now), learned.tokens.reserve(tokens, now))
+        wait_tokens = self.tokens.reserve(tokens, now)
+        wait_learned_tokens = learned.tokens.reserve(tokens, now)
         ticket = Ticket(
             now, tokens, learned.requests.issued, learned.tokens.issued, learned.epoch,
             now + wait_requests, now + wait_tokens, self.tokens.refunded, estimate,
             learned.count(), wait_learned > 0,
         )
-        return max(wait_requests, wait_learned, wait_tokens), ticket
+        return max(wait_requests, wait_learned, wait_tokens, wait_learned_tokens), ticket
 
     def _hold(self, tokens: float, now: float) -> bool:
         """Whether to hold this caller until an earlier request's answer: while nothing is
@@ -423,12 +438,20 @@ class LimiterState:
         ``None`` when a pause began after it was granted: reserve again."""
         if ticket.epoch != self.learned.epoch:
             self.release(ticket)
+            # what it took of the configured limits is given back: it reserves again
+            if self.requests.rate is not None:
+                self.requests.level += 1.0
+            if self.tokens.rate is not None:
+                self.tokens.level += ticket.tokens
             return None
         due_tokens = ticket.due_tokens
         refunded = self.tokens.refunded - ticket.refunded_tokens
         if refunded > 0 and self.tokens.rate:
             due_tokens -= refunded / self.tokens.rate
-        learned = self.learned.requests.wait_for(ticket.issued_requests, now)
+        learned = max(
+            self.learned.requests.wait_for(ticket.issued_requests, now),
+            self.learned.tokens.wait_for(ticket.issued_tokens, now),
+        )
         return max(0.0, max(ticket.due_requests, due_tokens) - now, learned)
 
     def release(self, ticket: Ticket) -> None:
@@ -447,8 +470,7 @@ class LimiterState:
             learned.learn_requests(feedback.requests, ticket, requests_then, now)
         if feedback.tokens is not None:
             learned.learn_tokens(feedback.tokens, ticket, tokens_then, now)
-        says_limits = learned.rate is not None or learned.tokens.rate is not None
-        if first and not says_limits and learned.window is None and learned.window_slow_start:
+        if first and not learned.plausible() and learned.window is None and learned.window_slow_start:
             learned.window = float(INITIAL_WINDOW)  # a server that says nothing: slow start
         kind = feedback.kind
         if kind == "ok":
@@ -483,7 +505,6 @@ class LimiterState:
             self.usage_ratios.append(tokens / ticket.estimate)
         delta = tokens - ticket.tokens
         for bucket in (self.tokens, self.learned.tokens):
-            bucket.issued += delta
             if bucket.rate is not None:
                 bucket.level -= delta
                 if delta < 0:

@@ -18,6 +18,9 @@ What the answers say (``headers``):
   down and refills at ``rate``, while the enforcement is the small per-second bucket (OpenAI:
   "60,000 requests/minute may be enforced as 1,000 requests/second"). Every answer, 429s
   included, says thousands are left.
+- ``"per_minute_burst"``: the per-minute limit as ``limit``, but ``remaining`` and ``reset``
+  of the enforced per-second bucket (a bucket of 2,400 that claims to refill in
+  milliseconds: about 95,000 per second read as OpenAI's bucket).
 - ``"none"``: no ``x-ratelimit-*`` at all.
 
 ``reset_format``: ``"duration"`` (``"175ms"``), ``"unix_ms"`` / ``"unix_s"`` (the moment
@@ -199,6 +202,9 @@ class _Enforcer:
                 headers.update(bucket.headers(dim, limits.reset_format))
         elif limits.headers == "per_minute" and self.minute is not None:
             headers.update(self.minute.headers("requests", limits.reset_format))
+        elif limits.headers == "per_minute_burst" and "requests" in self.buckets:
+            headers.update(self.buckets["requests"].headers("requests", limits.reset_format))
+            headers["x-ratelimit-limit-requests"] = f"{self.buckets['requests'].rate * 60:g}"
         headers.update(limits.extra_headers)
         return headers
 
