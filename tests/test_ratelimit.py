@@ -14,6 +14,7 @@ import pytest
 
 from llmkit import LLMConfig, OpenAILLM
 from llmkit.http.ratelimit import Feedback, LimiterState, estimate_tokens, parse_reset, usage_tokens
+from llmkit.http.ratelimit_state import POLL_SECONDS
 from tests.servers import ServerState
 from tests.servers.ratelimit_server import RateLimits, format_reset, serve_ratelimited_openai
 
@@ -69,7 +70,7 @@ def test_a_server_answer_teaches_rate_and_level() -> None:
     state = LimiterState()
     wait, first = state.reserve(0, now=0.0)
     assert wait == 0 and first is not None
-    assert state.reserve(0, now=0.001) == (pytest.approx(0.005), None)  # held behind the first
+    assert state.reserve(0, now=0.001) == (pytest.approx(POLL_SECONDS), None)  # held behind the first
     # a 10-request bucket refilling at 40/s, 9 left after the first request
     headers = {
         "x-ratelimit-limit-requests": "10",

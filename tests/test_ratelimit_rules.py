@@ -15,6 +15,7 @@ from llmkit.http.ratelimit_state import (
     BETA,
     INITIAL_WINDOW,
     RATE_FLOOR,
+    WINDOW_POLL,
     LimiterState,
     Ticket,
 )
@@ -182,7 +183,7 @@ def test_overload_answers_shrink_the_window_to_what_is_in_flight() -> None:
     state = LimiterState()
     informed(state, fb(200))
     sent = grant(state, INITIAL_WINDOW, now=0.01)
-    assert state.reserve(0, 0.01) == (pytest.approx(0.01), None)  # the window is full
+    assert state.reserve(0, 0.01) == (pytest.approx(WINDOW_POLL), None)  # the window is full
     for _, ticket in sent[8:]:  # the server admits 8 and refuses the rest
         state.observe(ticket, fb(503, "The engine is currently overloaded"), 0.02)
         state.release(ticket)

@@ -18,7 +18,16 @@ from typing import Any, Literal
 
 from llmkit.http.retry import MAX_WAIT, retry_after_detail
 
-__all__ = ["MAX_WAIT", "Feedback", "Limits", "classify", "estimate_tokens", "parse_reset", "usage_tokens"]
+__all__ = [
+    "MAX_WAIT",
+    "Feedback",
+    "Limits",
+    "classify",
+    "estimate_tokens",
+    "parse_reset",
+    "reset_detail",
+    "usage_tokens",
+]
 
 _RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")
 _DIMENSIONS = ("requests", "tokens")
@@ -37,28 +46,35 @@ def parse_reset(value: str | None, *, wall: float | None = None) -> float | None
     """Seconds until a reset: OpenAI's durations (``"6m0s"``, ``"1s"``, ``"20ms"``), a
     number of seconds, or a unix timestamp (in milliseconds or seconds) of the moment;
     ``None`` for what is none of these, not finite, negative or absurd."""
+    return reset_detail(value, wall=wall)[0]
+
+
+def reset_detail(value: str | None, *, wall: float | None = None) -> tuple[float | None, bool]:
+    """``(seconds, precise)`` as :func:`parse_reset`; ``precise`` is false for a unix
+    timestamp in whole seconds (up to a second early: no refill rate can be read from it)."""
+    precise = True
     if not value:
-        return None
+        return None, precise
     value = value.strip()
     try:
         number = float(value)
     except ValueError:
         parts = _RESET.findall(value)
         if not parts or "".join(n + u for n, u in parts) != value:
-            return None
+            return None, precise
         scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
         seconds = sum(float(n) * scale[u] for n, u in parts)
     else:
         if not math.isfinite(number) or number < 0:
-            return None
+            return None, precise
         now = time.time() if wall is None else wall
         if number >= _UNIX_MS:
             seconds = max(0.0, number / 1000.0 - now)
         elif number >= _UNIX_S:
-            seconds = max(0.0, number - now)
+            seconds, precise = max(0.0, number - now), False
         else:
             seconds = number
-    return seconds if seconds <= MAX_WAIT else None
+    return (seconds if seconds <= MAX_WAIT else None), precise
 
 
 def _number(value: str | None) -> float | None:
@@ -98,6 +114,7 @@ class Limits:
     limit: float | None
     remaining: float | None
     reset: float | None
+    reset_precise: bool = True
 
 
 @dataclass(frozen=True)
@@ -123,11 +140,9 @@ class Feedback:
             if headers is not None:
                 remaining = _number(headers.get(f"x-ratelimit-remaining-{dim}"))
                 if remaining is not None:
-                    limits = Limits(
-                        _number(headers.get(f"x-ratelimit-limit-{dim}")),
-                        remaining,
-                        parse_reset(headers.get(f"x-ratelimit-reset-{dim}")),
-                    )
+                    reset, precise = reset_detail(headers.get(f"x-ratelimit-reset-{dim}"))
+                    limit = _number(headers.get(f"x-ratelimit-limit-{dim}"))
+                    limits = Limits(limit, remaining, reset, precise)
             dims[dim] = limits
         kind = classify(status, detail)
         retry_after, precise = None, True

@@ -17,7 +17,8 @@ What :class:`Learned` believes, and from what:
   ``remaining`` in ``reset`` refills at ``(limit - remaining) / reset``; where that is
   a bucket refilling over ten seconds or more (or a limit of 60 or more claimed to refill
   within a second) the limit is per minute and the rate is at most ``limit / 60``. The
-  header rate is a ceiling, never a promise.
+  header rate is a ceiling, never a promise. A reset given as a unix timestamp in whole
+  seconds tells when, not how fast: no rate is read from it.
 - evidence: every 429 of a request sent at the current rate lowers the rate
   multiplicatively (to at most what the server accepted over the last second), and
   every paced success raises it additively (faster, doubling about every 0.7 s, until
@@ -44,7 +45,7 @@ from llmkit.http.ratelimit_signals import Feedback, Limits
 
 __all__ = ["Learned", "LimiterState", "RateLimitState", "Ticket"]
 
-POLL_SECONDS = 0.005  # how often callers held behind the first request look again
+POLL_SECONDS = 0.02  # how often callers held behind the first request look again
 WINDOW_POLL = 0.01  # how often callers held by the in-flight window look again
 BURST_SECONDS = 0.1  # the most of a learned rate sent at once
 PER_MINUTE_PERIOD = 10.0  # a bucket refilling over this long or more is a per-minute limit
@@ -239,7 +240,7 @@ class Learned:
 
     def learn_requests(self, seen: Limits, ticket: Ticket | None, issued_then: float, now: float) -> None:
         limit, remaining, reset = seen.limit, seen.remaining, seen.reset
-        if limit and reset and remaining is not None and remaining < limit:
+        if limit and reset and seen.reset_precise and remaining is not None and remaining < limit:
             self.header_rate = min(RATE_CEILING, self.requests.estimate(limit - remaining, reset, limit))
             self.header_limit = limit
             if self.evidence is None or self.header_rate <= self.evidence:
@@ -250,7 +251,7 @@ class Learned:
     def learn_tokens(self, seen: Limits, ticket: Ticket | None, issued_then: float, now: float) -> None:
         limit, remaining, reset = seen.limit, seen.remaining, seen.reset
         bucket = self.tokens
-        if limit and reset and remaining is not None and remaining < limit:
+        if limit and reset and seen.reset_precise and remaining is not None and remaining < limit:
             rate = min(RATE_CEILING * 1000, bucket.estimate(limit - remaining, reset, limit, False))
             bucket.retune(rate, max(1.0, min(limit, rate * 1.0)), now)
         bucket.follow(seen, ticket, issued_then, now)
@@ -285,7 +286,11 @@ class Learned:
         """An overload answer: the window falls to what is still in flight, and by
         :data:`WINDOW_BETA` once per round."""
         self.overloads += 1
-        others = float(max(1, len(self.outstanding) - (ticket is not None and ticket.serial in self.outstanding)))
+        counted = ticket is not None and ticket.serial in self.outstanding
+        others = float(len(self.outstanding) - counted)
+        if not counted or others < 1:
+            # alone (or not counted): says nothing of how many at once; the retry backs off
+            return
         if self.window is None or ticket is None or ticket.at >= self.window_decreased_at:
             self.window = max(1.0, min((self.window or math.inf) * WINDOW_BETA, others))
             self.window_decreased_at = now
@@ -376,6 +381,7 @@ class LimiterState:
         self.learned = learned if learned is not None else Learned()
         self.shared = learned is not None
         self.usage_probe_at: float | None = None
+        self.reset_epoch = 0  # the learned pause at which this instance last started afresh
         # usage / estimate of recent requests: estimates are scaled by the largest
         self.usage_ratios: deque[float] = deque(maxlen=32)
 
@@ -438,11 +444,13 @@ class LimiterState:
         ``None`` when a pause began after it was granted: reserve again."""
         if ticket.epoch != self.learned.epoch:
             self.release(ticket)
-            # what it took of the configured limits is given back: it reserves again
-            if self.requests.rate is not None:
-                self.requests.level += 1.0
-            if self.tokens.rate is not None:
-                self.tokens.level += ticket.tokens
+            if ticket.epoch >= self.reset_epoch:
+                # a pause another instance saw: what it took of this instance's configured
+                # limits is given back (it reserves again)
+                if self.requests.rate is not None:
+                    self.requests.level += 1.0
+                if self.tokens.rate is not None:
+                    self.tokens.level += ticket.tokens
             return None
         due_tokens = ticket.due_tokens
         refunded = self.tokens.refunded - ticket.refunded_tokens
@@ -479,9 +487,16 @@ class LimiterState:
             learned.rejected(ticket, now)
         elif kind == "overload":
             learned.overloaded(ticket, now)
+        if kind in ("rate", "overload") and ticket is not None and self.tokens.rate is not None:
+            self.tokens.level += ticket.tokens  # refused: its tokens were not spent
         pause = self._pause_for(feedback, kind)
         if pause is not None and pause > 0:
+            epoch = learned.epoch
             learned.pause(pause, now)
+            if learned.epoch != epoch:  # what was granted is void: start afresh here too
+                self.reset_epoch = learned.epoch
+                self.requests.pause(pause, now)
+                self.tokens.pause(pause, now)
 
     def _pause_for(self, feedback: Feedback, kind: str) -> float | None:
         learned = self.learned
