@@ -53,6 +53,7 @@ LABELS = {
     "floor": "raw aiohttp + orjson (floor)",
     "llmkit": "llmkit OpenAILLM",
     "llmkit-typed": "llmkit OpenAILLM (chat_stream)",
+    "llmkit-chat": "llmkit OpenAILLM (chat)",
     "openai": "openai-python AsyncOpenAI",
     "litellm": "litellm acompletion",
     "llmkit-hooks": "llmkit OpenAILLM + no-op hooks",
@@ -144,6 +145,13 @@ class LlmkitTyped(Llmkit):
             if chunk.delta:
                 n += 1
         return n
+
+
+class LlmkitChat(Llmkit):
+    """``chat``: a typed :class:`ChatResponse` per request."""
+
+    async def chat(self, prompt: str) -> str:
+        return (await self.llm.chat(prompt)).content
 
 
 class LlmkitHooks(Llmkit):
@@ -253,7 +261,8 @@ class LiteLLM:
 
 def make_client(name: str, url: str, concurrency: int) -> Any:
     cls = {
-        "floor": Floor, "llmkit": Llmkit, "llmkit-typed": LlmkitTyped, "openai": OpenAIPython,
+        "floor": Floor, "llmkit": Llmkit, "llmkit-typed": LlmkitTyped, "llmkit-chat": LlmkitChat,
+        "openai": OpenAIPython,
         "litellm": LiteLLM, "llmkit-hooks": LlmkitHooks, "llmkit-otel": LlmkitOTel,
     }[name]
     return cls(url, concurrency)
@@ -286,23 +295,36 @@ async def _drive(fn: Callable[[int], Awaitable[Any]], n: int, concurrency: int) 
 async def worker_main(spec: dict[str, Any]) -> dict[str, Any]:
     case, name, url = spec["case"], spec["client"], spec["url"]
     n, concurrency = int(spec["n"]), int(spec["concurrency"])
+    if spec.get("cpu") is not None:  # pin the client to one core
+        os.sched_setaffinity(0, {int(spec["cpu"])})
     client = make_client(name, url, concurrency)
     try:
+        # ``batches`` > 1: the measured work is done that many times and the batch that
+        # took the least CPU counts (other processes on a shared machine only add)
+        batches = int(spec.get("batches", 1))
         if case == "chat":
             await _drive(lambda i: client.chat(f"prompt {i}"), min(n, 50), concurrency)  # warm-up
-            c0, t0 = time.process_time(), time.perf_counter()
-            replies = await _drive(lambda i: client.chat(f"prompt {i}"), n, concurrency)
-            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-            assert len(replies) == n and all(replies), "empty replies"
-            return {"cpu_s": cpu, "wall_s": wall, "units": n, "unit": "request"}
+            best = None
+            for _ in range(batches):
+                c0, t0 = time.process_time(), time.perf_counter()
+                replies = await _drive(lambda i: client.chat(f"prompt {i}"), n, concurrency)
+                cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+                assert len(replies) == n and all(replies), "empty replies"
+                best = (cpu, wall) if best is None or cpu < best[0] else best
+            assert best is not None
+            return {"cpu_s": best[0], "wall_s": best[1], "units": n, "unit": "request"}
         if case == "stream":
             await client.stream()  # warm-up
-            c0, t0 = time.process_time(), time.perf_counter()
-            counts = await _drive(lambda i: client.stream(), n, concurrency)
-            cpu, wall = time.process_time() - c0, time.perf_counter() - t0
-            chunks = sum(counts)
-            assert chunks >= n * 10, f"too few chunks: {counts[:3]}"
-            return {"cpu_s": cpu, "wall_s": wall, "units": chunks, "unit": "chunk",
+            best = None
+            for _ in range(batches):
+                c0, t0 = time.process_time(), time.perf_counter()
+                counts = await _drive(lambda i: client.stream(), n, concurrency)
+                cpu, wall = time.process_time() - c0, time.perf_counter() - t0
+                chunks = sum(counts)
+                assert chunks >= n * 10, f"too few chunks: {counts[:3]}"
+                best = (cpu, wall) if best is None or cpu < best[0] else best
+            assert best is not None
+            return {"cpu_s": best[0], "wall_s": best[1], "units": chunks, "unit": "chunk",
                     "chunks_per_request": chunks / n}
         if case == "fanout":
             await _drive(lambda i: client.chat(f"warm {i}"), 20, 4)

@@ -20,6 +20,7 @@ def main() -> int:
     args = parser.parse_args()
     runs = [
         ["bench_openai.py", *(["--quick"] if args.quick else [])],
+        ["bench_responses.py", *(["--quick"] if args.quick else [])],
         ["bench_ollama.py", *(["--quick"] if args.quick else [])],
         ["bench_hf_local.py", *(["--repeats", "2"] if args.quick else []), "--json", "bench_hf_local.json"],
         ["bench_ratelimit.py", *(["--quick"] if args.quick else [])],

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
         PermissionDeniedError,
         ProviderNotFoundError,
         RateLimitError,
+        ReplyTruncatedError,
+        ReplyValidationError,
         ServerError,
         StreamError,
         StreamTimeoutError,
@@ -85,6 +87,8 @@ _LAZY = {
     "PermissionDeniedError": "llmkit.core.errors",
     "ProviderNotFoundError": "llmkit.core.errors",
     "RateLimitError": "llmkit.core.errors",
+    "ReplyTruncatedError": "llmkit.core.errors",
+    "ReplyValidationError": "llmkit.core.errors",
     "ServerError": "llmkit.core.errors",
     "StreamError": "llmkit.core.errors",
     "StreamTimeoutError": "llmkit.core.errors",
@@ -117,8 +121,8 @@ _LAZY = {
 
 
 def __getattr__(name: str) -> Any:
-    if name == "sync":  # the blocking API, a submodule
-        return importlib.import_module("llmkit.sync")
+    if name in ("sync", "jobs"):  # the blocking API and batch jobs, subpackages
+        return importlib.import_module(f"llmkit.{name}")
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llmkit' has no attribute {name!r}")
@@ -161,6 +165,8 @@ __all__ = [
     "PromptCache",
     "ProviderNotFoundError",
     "RateLimitError",
+    "ReplyTruncatedError",
+    "ReplyValidationError",
     "Role",
     "ServerError",
     "StreamChunk",
@@ -172,6 +178,7 @@ __all__ = [
     "__version__",
     "create_llm",
     "instrument",
+    "jobs",
     "list_providers",
     "load_config",
     "merge_config_with_defaults",

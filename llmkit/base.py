@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, ClassVar
 
@@ -201,7 +202,7 @@ class BaseLLM:
         text = await self.generate(messages, **options)
         response = ChatResponse(content=text, finish_reason="stop", model=self.model)
         if response_format is not None:
-            response.parsed = parse_structured(text, response_format, self.provider)
+            response.parsed = parse_structured(text, response_format, self.provider, response)
         return response
 
     async def generate_stream(
@@ -209,9 +210,11 @@ class BaseLLM:
     ) -> AsyncGenerator[str, None]:
         """Reply text deltas as they arrive."""
         if type(self).chat_stream is not BaseLLM.chat_stream:
-            async for chunk in self.chat_stream(messages, **options):
-                if chunk.delta:
-                    yield chunk.delta
+            # closed here when the consumer leaves, not later by the garbage collector
+            async with aclosing(self.chat_stream(messages, **options)) as chunks:
+                async for chunk in chunks:
+                    if chunk.delta:
+                        yield chunk.delta
             return
         text = await self.generate(messages, **options)
         if text:
@@ -221,8 +224,9 @@ class BaseLLM:
         self, messages: MessagesInput, **options: Unpack[CallOptions]
     ) -> AsyncGenerator[StreamChunk, None]:
         """Stream chunks: text deltas, tool-call deltas, finish reason and final usage."""
-        async for delta in self.generate_stream(messages, **options):
-            yield StreamChunk(delta=delta)
+        async with aclosing(self.generate_stream(messages, **options)) as deltas:
+            async for delta in deltas:
+                yield StreamChunk(delta=delta)
         yield StreamChunk(finish_reason="stop")
 
     # ------------------------------------------------------------------ embeddings
@@ -288,15 +292,17 @@ class BaseLLM:
         async def one(prompt: MessagesInput) -> str:
             return await self.generate(prompt, **options)
 
-        async for pair in fan_out_iter(
+        pairs = fan_out_iter(
             one,
             prompts,
             concurrency=concurrency or self.config.max_concurrency,
             return_exceptions=return_exceptions,
             progress=progress,
             desc=f"{self.provider} batch",
-        ):
-            yield pair
+        )
+        async with aclosing(pairs):  # leaving early stops the workers at once
+            async for pair in pairs:
+                yield pair
 
     # ------------------------------------------------------------------ caches
 

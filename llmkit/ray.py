@@ -4,8 +4,9 @@
 llmkit instance built from the config. One rate-limiter actor holds the limits for the
 whole cluster: every request of every actor reserves its turn there first, and a 429 seen
 by any actor pauses all of them (the limiter's arithmetic is :mod:`llmkit.http.ratelimit_state`'s).
-Records are written as they arrive in the CLI's batch format (:mod:`llmkit.jobs.jobfile`), so
-an interrupted run resumes where it stopped.
+Rows are journaled as they arrive in the job file format (:mod:`llmkit.jobs.jobfile`, the
+same as ``llmkit.jobs.run`` and ``llmkit batch``), so an interrupted run resumes where it
+stopped.
 
 This module imports Ray; ``import llmkit`` does not import this module.
 """
@@ -27,18 +28,10 @@ from llmkit.calls.fanout import fan_out
 from llmkit.core.config import LLMConfig
 from llmkit.core.errors import LLMError
 from llmkit.http.ratelimit import Feedback, LimiterState, RateLimitState, Ticket
-from llmkit.jobs.jobfile import (
-    BatchFileError,
-    Prompt,
-    compact,
-    done_indexes,
-    make_record,
-    open_output,
-    parse_prompt,
-    prompt_hash,
-    read_prompts,
-    read_records,
-)
+from llmkit.jobs.errors import JobFileError, SourceError
+from llmkit.jobs.job import Job
+from llmkit.jobs.jobfile import make_row
+from llmkit.jobs.source import JobRow, read_source
 from llmkit.registry import _resolve
 
 __all__ = ["BatchResult", "RayLimiterBackend", "run_batch"]
@@ -184,14 +177,12 @@ class BatchWorker:
         self.llm._rate_limiter.backend = RayLimiterBackend(limiter)
         self.provider, self.model = provider, model
 
-    async def run(self, prompts: list[Prompt]) -> list[dict[str, Any]]:
-        results = await fan_out(
-            self.llm.chat,
-            [p.payload for p in prompts],
-            concurrency=max(1, len(prompts)),
-            return_exceptions=True,
-        )
-        return [make_record(p, self.provider, self.model, r) for p, r in zip(prompts, results, strict=True)]
+    async def run(self, rows: list[JobRow]) -> list[dict[str, Any]]:
+        async def answer(row: JobRow) -> Any:
+            return await self.llm.chat(row.messages, **row.options)
+
+        results = await fan_out(answer, rows, concurrency=max(1, len(rows)), return_exceptions=True)
+        return [make_row(r, self.provider, self.model, "ray", out) for r, out in zip(rows, results, strict=True)]
 
     async def ready(self) -> bool:
         return True
@@ -221,16 +212,12 @@ class BatchResult:
         )
 
 
-def _prompts(source: Any) -> list[Prompt]:
+def _prompts(source: Any) -> list[JobRow]:
     if isinstance(source, str | os.PathLike):
-        return read_prompts(source)
-    if hasattr(source, "iter_rows"):  # a ray.data.Dataset
-        prompts = []
-        for n, row in enumerate(source.iter_rows()):
-            text, payload = parse_prompt(dict(row), f"dataset row {n}")
-            prompts.append(Prompt(n, text, payload, prompt_hash(payload)))
-        return prompts
-    raise BatchFileError(f"source must be a JSONL path or a Ray Dataset, not {type(source).__name__}")
+        return read_source(source)
+    if hasattr(source, "iter_rows"):  # a ray.data.Dataset: its rows are JSONL rows
+        return read_source((dict(row) for row in source.iter_rows()), name="dataset")
+    raise SourceError(f"source must be a JSONL path or a Ray Dataset, not {type(source).__name__}")
 
 
 def _config(config: LLMConfig | dict[str, Any], concurrency: int) -> LLMConfig:
@@ -278,7 +265,7 @@ def run_batch(
     ``None`` joins the Ray already initialised in this process, or starts a local one.
     """
     if actors < 1 or concurrency_per_actor < 1:
-        raise BatchFileError("actors and concurrency_per_actor must be >= 1")
+        raise JobFileError("actors and concurrency_per_actor must be >= 1")
     user_config = config if isinstance(config, LLMConfig) else LLMConfig.for_provider(config)
     cfg = _config(user_config, concurrency_per_actor)
     rpm = requests_per_minute if requests_per_minute is not None else user_config.requests_per_minute
@@ -287,30 +274,31 @@ def run_batch(
     _resolve(provider)  # an unknown provider fails here, not in every actor
     prompts = _prompts(source)
     if not prompts:
-        raise BatchFileError(f"{source if isinstance(source, str | os.PathLike) else 'the dataset'} holds no prompts")
+        raise SourceError(f"{source if isinstance(source, str | os.PathLike) else 'the dataset'} holds no prompts")
     out_path = Path(output) if output is not None else None
-    done: set[int] = set()
-    if out_path is not None:
-        if resume:
-            records = read_records(out_path)
-            done = done_indexes(
-                prompts, records, provider=provider, model=model, output=str(out_path), force=force
-            )
-        elif out_path.exists():
-            out_path.unlink()
-    todo = [p for p in prompts if p.index not in done]
+    job = (Job(prompts, out_path, provider=provider, model=model, mode="ray", resume=resume, force=force)
+           if out_path is not None else None)
+    todo = job.todo() if job is not None else prompts
     started_ray = _connect(address)
     started = time.perf_counter()
     try:
-        rows, failed = _run(todo, cfg, provider, model, out_path, actors, concurrency_per_actor,
+        rows, failed = _run(todo, cfg, provider, model, job, actors, concurrency_per_actor,
                             num_gpus_per_actor, num_cpus_per_actor, rpm, tpm, progress)
+    except BaseException:
+        if job is not None:
+            job.close()
+            if job.changed:
+                job.finish()  # what the actors answered is kept
+        raise
     finally:
         if started_ray:
             ray.shutdown()
     seconds = time.perf_counter() - started
-    result = BatchResult(provider, model, len(prompts), len(todo) - failed, failed, len(done), seconds)
-    if out_path is not None:
-        compact(out_path, prompts)
+    done = job.already_done if job is not None else 0
+    result = BatchResult(provider, model, len(prompts), len(todo) - failed, failed, done, seconds)
+    if job is not None:
+        job.close()
+        job.finish()
         result.output = out_path
     else:
         from ray.data import from_items
@@ -320,11 +308,11 @@ def run_batch(
 
 
 def _run(
-    todo: Sequence[Prompt],
+    todo: Sequence[JobRow],
     cfg: LLMConfig,
     provider: str,
     model: str,
-    out_path: Path | None,
+    job: Job | None,
     actors: int,
     concurrency: int,
     num_gpus: float,
@@ -333,9 +321,7 @@ def _run(
     tpm: float | None,
     progress: bool,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Send chunks to the actors (two each in flight) and write records as they arrive."""
-    import json
-
+    """Send chunks to the actors (two each in flight) and journal rows as they arrive."""
     from tqdm.auto import tqdm
 
     limiter = RateLimiterActor.remote(rpm, tpm)  # type: ignore[attr-defined]
@@ -356,7 +342,6 @@ def _run(
     rows: list[dict[str, Any]] = []
     failed = 0
     bar = tqdm(total=len(todo), desc=f"{provider} batch on ray", unit="req") if progress else None
-    out = open_output(out_path) if out_path is not None else None
     # the actors start in parallel; each gets its first two chunks once it is ready, so
     # the first one ready sends while the others are still starting
     starting = {worker.ready.remote(): worker for worker in workers}
@@ -380,9 +365,8 @@ def _run(
                 raise LLMError(f"a Ray batch actor failed: {type(exc).__name__}: {exc}") from None
             submit(worker)
             failed += sum("error" in r for r in records)
-            if out is not None:
-                out.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-                out.flush()
+            if job is not None:
+                job.record_rows(records)
             else:
                 rows.extend(records)
             if bar is not None:
@@ -390,8 +374,6 @@ def _run(
     finally:
         if bar is not None:
             bar.close()
-        if out is not None:
-            out.close()
         try:
             ray.get([w.close.remote() for w in started], timeout=30)
         except ray.exceptions.RayError:

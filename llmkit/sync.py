@@ -1,7 +1,9 @@
 """Blocking twins of the async API, for scripts and notebooks.
 
 ``llmkit.sync.create_llm(config)`` gives a :class:`SyncLLM`: the same methods as the
-provider, as blocking calls; streams are plain iterators. Every call runs on one private
+provider, as blocking calls; streams are plain iterators. ``llmkit.sync.run_job`` and
+``cancel_job`` are the blocking twins of :func:`llmkit.jobs.run` and
+:func:`llmkit.jobs.cancel`. Every call runs on one private
 event loop in a daemon thread (started on first use), so the API works the same from
 plain code and from inside an already running event loop (a Jupyter cell, an async web
 handler: the caller's loop is blocked for the call's duration, as any blocking call would).
@@ -30,7 +32,7 @@ from llmkit.core.config import LLMConfig
 from llmkit.core.errors import ConfigError
 from llmkit.core.types import ChatResponse, MessagesInput, ModelInfo, StreamChunk, Usage
 
-__all__ = ["SyncLLM", "create_llm", "wrap"]
+__all__ = ["SyncLLM", "cancel_job", "create_llm", "run_job", "wrap"]
 
 T = TypeVar("T")
 
@@ -260,3 +262,19 @@ def create_llm(config: LLMConfig | Mapping[str, Any]) -> SyncLLM:
 def wrap(llm: BaseLLM) -> SyncLLM:
     """Blocking methods for an existing provider instance."""
     return SyncLLM(llm)
+
+
+def run_job(source: Any, config: LLMConfig | Mapping[str, Any] | BaseLLM | SyncLLM, **kwargs: Any) -> Any:
+    """Blocking :func:`llmkit.jobs.run` (same arguments; returns its ``JobSummary``)."""
+    from llmkit.jobs import run
+
+    llm = config.async_llm if isinstance(config, SyncLLM) else config
+    return _runner.run(run(source, llm, **kwargs))
+
+
+def cancel_job(state: Any, config: LLMConfig | Mapping[str, Any] | BaseLLM | SyncLLM | None = None) -> list[str]:
+    """Blocking :func:`llmkit.jobs.cancel`."""
+    from llmkit.jobs import cancel
+
+    llm = config.async_llm if isinstance(config, SyncLLM) else config
+    return _runner.run(cancel(state, llm))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 # --- local provider test servers (tests/servers) -----------------------------------------
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -22,6 +23,46 @@ from tests.servers import (
     serve_tgi,
     spec_validation,
 )
+from tests.servers.schemas import generate as schema_generator
+
+# --- tests that read the providers' official spec files ----------------------------------
+# `@pytest.mark.official_specs`: the test reads the official OpenAPI files ($LLMKIT_SPECS or
+# ../shared/specs), e.g. to regenerate tests/servers/schemas and compare. Where they are
+# absent the tests are not run (deselected) and the session ends with one line saying so;
+# on CI (CI=true) they run, and fail without the files.
+_SPECS_NOT_RUN = pytest.StashKey[tuple[int, str]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "official_specs: reads the providers' official spec files (tests/conftest.py)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    reason = schema_generator.missing_sources(spec_validation.specs_dir())
+    if reason is None or os.environ.get("CI", "").lower() in ("true", "1"):
+        return
+    needs = [item for item in items if item.get_closest_marker("official_specs")]
+    if needs:
+        deselected = set(needs)
+        config.hook.pytest_deselected(items=needs)
+        items[:] = [item for item in items if item not in deselected]
+        config.stash[_SPECS_NOT_RUN] = (len(needs), reason)
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    not_run = config.stash.get(_SPECS_NOT_RUN, None)
+    if not_run is not None:
+        count, reason = not_run
+        tests = "test" if count == 1 else "tests"
+        terminalreporter.write_line(
+            f"official specs: {count} {tests} comparing tests/servers/schemas with them not "
+            f"run (deselected): {reason}"
+        )
 
 
 @pytest.fixture

@@ -9,31 +9,33 @@ import fcntl
 import json
 import os
 import pty
+import resource
+import signal
 import struct
 import sys
 import termios
 from pathlib import Path
 from typing import Any
 
-from tests.servers import ServerState, serve_openai
+from tests.servers import BatchState, FastClock, ServerState, serve_openai, serve_openai_batch
 from tests.test_cli import ROOT, _env, cli, one_error_line, openai_flags
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_bytes().split(b"\n") if line]
 
 
 async def test_batch_records_order_errors_and_resume(tmp_path: Path) -> None:
     prompts = tmp_path / "prompts.txt"
     long = " ".join(["word"] * 30)
-    prompts.write_text(
-        "first\n"
+    prompts.write_text(  # JSONL throughout (the first line says so)
+        '{"prompt": "first"}\n'
         '{"prompt": "second"}\n'
         "\n"  # blank lines are skipped
-        f"{long}\n"
+        f'{{"prompt": "{long}"}}\n'
         '{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "fourth"}]}\n'
-        "fifth\n"
-        "sixth\n"
+        '{"prompt": "fifth"}\n'
+        '{"prompt": "sixth"}\n'
     )
     out = tmp_path / "out.jsonl"
     # prompts longer than 10 words fail with context_length_exceeded
@@ -49,7 +51,9 @@ async def test_batch_records_order_errors_and_resume(tmp_path: Path) -> None:
         first = records[0]
         assert first["prompt"] == "first" and first["output"] == "Echo: first"
         assert (first["provider"], first["model"]) == ("openai", "gpt-4o-mini")
-        assert first["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3}
+        assert first["usage"] == {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3,
+                                  "cached_tokens": 0, "reasoning_tokens": 0}
+        assert first["mode"] == "live"
         assert len({rec["prompt_hash"] for rec in records}) == 6
         assert records[2]["error"]["type"] == "context_length_exceeded"
         assert "output" not in records[2] and records[2]["error"]["message"]
@@ -227,3 +231,185 @@ async def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
             os.close(terminal)
     assert proc.returncode == 0
     assert b"7/7" in drawn and b"100%" in drawn
+
+
+# --------------------------------------------------------------------------- losing nothing
+
+
+async def _start(*args: str, **kw: Any) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "llmkit", *args,
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=_env(), cwd=str(ROOT), **kw,
+    )
+
+
+def _journal_rows(out: Path) -> int:
+    journal = out.with_name(out.name + ".journal")
+    return journal.read_bytes().count(b"\n") if journal.exists() else 0
+
+
+async def _until(check: Any, timeout: float = 30.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "timed out waiting"
+        await asyncio.sleep(0.01)
+
+
+async def test_sigkill_mid_run_then_resume_answers_each_row_once(tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    n = 120
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(n)))
+    out = tmp_path / "o.jsonl"
+    async with serve_openai(ServerState(delay=0.01)) as srv:
+        proc = await _start(*openai_flags(srv.url), "batch", str(prompts), "-o", str(out),
+                            "--concurrency", "4")
+        await _until(lambda: _journal_rows(out) >= 30)
+        proc.kill()
+        await proc.wait()
+        kept = _journal_rows(out)
+        assert 30 <= kept < n and not out.exists()
+        srv.state.delay = 0
+        srv.state.reset()
+        r = await cli(*openai_flags(srv.url), "batch", str(prompts), "-o", str(out))
+        assert r.rc == 0, r.err
+        assert srv.state.request_count == n - kept  # nothing journaled is asked again
+        assert f"{n - kept} answered, 0 failed, {kept} already done" in r.err
+    got = rows(out)
+    assert [rec["index"] for rec in got] == list(range(n))
+    assert all(rec["output"] == f"Echo: prompt {rec['index']}" for rec in got)
+    assert not out.with_name("o.jsonl.journal").exists()
+
+
+async def test_ctrl_c_says_what_is_done_and_how_to_resume(tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(200)))
+    out = tmp_path / "o.jsonl"
+    async with serve_openai(ServerState(delay=0.02)) as srv:
+        args = [*openai_flags(srv.url), "batch", str(prompts), "-o", str(out), "--concurrency", "2"]
+        proc = await _start(*args)
+        await _until(lambda: _journal_rows(out) >= 10)
+        proc.send_signal(signal.SIGINT)
+        _, err_b = await asyncio.wait_for(proc.communicate(), 30)
+        err = err_b.decode()
+        assert proc.returncode == 130, err
+        done = len(rows(out))
+        assert 10 <= done < 200 and [r["index"] for r in rows(out)] == sorted(r["index"] for r in rows(out))
+        assert f"interrupted: {done} of 200 rows done" in err
+        assert "resume with: llmkit " + " ".join(args) in err
+        assert not out.with_name("o.jsonl.journal").exists()
+        srv.state.delay = 0
+        srv.state.reset()
+        r = await cli(*args)
+        assert r.rc == 0 and srv.state.request_count == 200 - done
+    assert [rec["index"] for rec in rows(out)] == list(range(200))
+
+
+async def test_full_disk_keeps_the_previous_output_and_exits(tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(20)))
+    out = tmp_path / "o.jsonl"
+    async with serve_openai() as srv:
+        r = await cli(*openai_flags(srv.url), "batch", str(prompts), "-o", str(out))
+        assert r.rc == 0, r.err
+        before = out.read_bytes()
+        prompts.write_text("".join(f"prompt {i}\n" for i in range(400)))
+        limit = len(before)
+
+        def small_files() -> None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+        proc = await _start(*openai_flags(srv.url), "batch", str(prompts), "-o", str(out),
+                            "--concurrency", "4", preexec_fn=small_files)
+        _, err_b = await asyncio.wait_for(proc.communicate(), 60)  # no hang
+        line = one_error_line(err_b.decode())
+        assert proc.returncode != 0
+        assert "cannot write" in line and "o.jsonl.journal" in line
+        assert "the disk is full or a file size limit was reached" in line
+        assert out.read_bytes() == before
+        # with room again, a rerun finishes the job from the journal
+        srv.state.reset()
+        r = await cli(*openai_flags(srv.url), "batch", str(prompts), "-o", str(out))
+        assert r.rc == 0, r.err
+        assert srv.state.request_count < 380
+    assert [rec["index"] for rec in rows(out)] == list(range(400))
+
+
+async def test_flags_are_never_prefix_guesses(tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("x\n")
+    out = tmp_path / "o.jsonl"
+    # --mode provider is the mode, never --model: the mock has no Batch API
+    r = await cli("--provider", "mock", "batch", str(prompts), "-o", str(out), "--mode", "provider")
+    assert r.rc == 1 and "not_supported" in one_error_line(r.err) and not out.exists()
+    for abbreviated in (["--mod", "provider"], ["--conc", "3"], ["--out", str(out)]):
+        r = await cli("--provider", "mock", "batch", str(prompts), *abbreviated)
+        assert r.rc == 2 and "unrecognized arguments" in one_error_line(r.err), abbreviated
+    r = await cli("--prov", "mock", "batch", str(prompts))  # not --provider
+    assert r.rc == 2 and r.out == "" and one_error_line(r.err).startswith("error: usage: ")
+
+
+async def test_malformed_lines_are_usage_errors_naming_the_line(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    for text, lineno in (('{"prompt": "a"}\n{"prompt": "broken\n', 2), ('{"prompt": "a"}\n42\n', 2),
+                         ('["a","b"]\n', 1), ('{"prompt": 5}\n', 1)):
+        src.write_text(text)
+        r = await cli("--provider", "mock", "batch", str(src), "-o", str(tmp_path / "o.jsonl"))
+        assert r.rc == 2 and f"{src} line {lineno}: " in one_error_line(r.err), r.err
+    assert not (tmp_path / "o.jsonl").exists()
+
+
+# --------------------------------------------------------------------------- provider mode
+
+
+def _batch_flags(url: str) -> list[str]:
+    return [*openai_flags(url), "batch", "--mode", "provider", "--poll-interval", "0.02"]
+
+
+async def test_sigkill_while_polling_then_rerun_reattaches(tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(12)))
+    out = tmp_path / "o.jsonl"
+    state = tmp_path / "o.jsonl.state.json"
+    bs = BatchState(clock=FastClock(speed=0), validating_seconds=1, seconds_per_request=1)
+    async with serve_openai_batch(batch=bs) as srv:
+        proc = await _start(*_batch_flags(srv.url), str(prompts), "-o", str(out))
+        await _until(lambda: state.exists() and json.loads(state.read_text())["batches"][0]["id"])
+        await _until(lambda: len(srv.state.requests_to(f"/v1/batches/{next(iter(bs.batches))}")) >= 2)
+        proc.kill()
+        await proc.wait()
+        assert not out.exists() and len(bs.batches) == 1
+        bs.clock.advance(100)  # meanwhile the batch finished
+        r = await cli(*_batch_flags(srv.url), str(prompts), "-o", str(out))
+        assert r.rc == 0, r.err
+        assert len(bs.batches) == 1 and len(srv.state.requests_to("/v1/batches", "POST")) == 1
+        assert len(srv.state.requests_to("/v1/files", "POST")) == 1
+    assert [rec["output"] for rec in rows(out)] == [f"Echo: prompt {i}" for i in range(12)]
+    assert not state.exists()
+
+
+async def test_expired_batch_then_rerun_sends_exactly_the_missing_rows(tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(30)))
+    out = tmp_path / "o.jsonl"
+    bs = BatchState(clock=FastClock(speed=0), validating_seconds=0, seconds_per_request=3600,
+                    finalizing_seconds=0)
+    async with serve_openai_batch(batch=bs) as srv:
+        proc = await _start(*_batch_flags(srv.url), str(prompts), "-o", str(out))
+        await _until(lambda: bool(bs.batches))
+        bs.clock.advance(86400)  # the window closes with 24 of 30 done
+        _, err_b = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 1, err_b.decode()
+        assert "24 answered, 6 failed" in err_b.decode()
+        missing = sorted(rec["index"] for rec in rows(out) if "error" in rec)
+        assert len(missing) == 6
+        bs.seconds_per_request = 0
+        r = await cli(*_batch_flags(srv.url), str(prompts), "-o", str(out))
+        assert r.rc == 0, r.err
+        assert "6 answered, 0 failed, 24 already done" in r.err
+        assert len(bs.batches) == 2
+        second = list(bs.batches.values())[1]
+        sent = [json.loads(x)["body"]["messages"][0]["content"]
+                for x in bs.files[second.input_file_id].data.split(b"\n") if x]
+        assert sorted(sent) == sorted(f"prompt {i}" for i in missing)
+    assert [rec["output"] for rec in rows(out)] == [f"Echo: prompt {i}" for i in range(30)]

@@ -15,6 +15,7 @@ from llmkit import (
     InvalidRequestError,
     NotSupportedError,
 )
+from llmkit.core.structured import strict_schema
 from llmkit.providers.huggingface.client import HuggingFaceLLM
 from tests.servers import ServerHandle, ServerState, serve
 from tests.servers.tei_server import make_tei_app
@@ -53,7 +54,7 @@ async def test_messages_api_response_format_in_tgi_shape(tgi_server: ServerHandl
         chunks = [c async for c in llm.chat_stream("a city", response_format={"type": "json_object"})]
     assert isinstance(response.parsed, City)
     schema_body, stream_body = bodies(tgi_server, "/v1/chat/completions")
-    assert schema_body["response_format"] == {"type": "json", "value": City.model_json_schema()}
+    assert schema_body["response_format"] == {"type": "json", "value": strict_schema(City)[0]}
     assert stream_body["response_format"] == {"type": "json", "value": {"type": "object"}}
     assert "".join(c.delta for c in chunks).startswith("{")
 
@@ -64,7 +65,7 @@ async def test_generate_grammar(tgi_server: ServerHandle) -> None:
         chunks = [c async for c in llm.chat_stream("a city", response_format=City)]
     assert isinstance(response.parsed, City)
     for body in bodies(tgi_server, "/generate") + bodies(tgi_server, "/generate_stream"):
-        assert body["parameters"]["grammar"] == {"type": "json", "value": City.model_json_schema()}
+        assert body["parameters"]["grammar"] == {"type": "json", "value": strict_schema(City)[0]}
     assert City.model_validate_json("".join(c.delta for c in chunks))
 
 

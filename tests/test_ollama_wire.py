@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
-from llmkit import ContextLengthError, InvalidRequestError, LLMConfig, Message
+from llmkit import (
+    ContextLengthError,
+    InvalidRequestError,
+    LLMConfig,
+    Message,
+    ReplyValidationError,
+)
 from llmkit.providers.ollama.client import OllamaChatResponse, OllamaLLM, OllamaTimings
 from tests.servers import ServerHandle
 
@@ -227,9 +233,12 @@ async def test_structured_output_json_and_schema(llm: OllamaLLM, ollama_server: 
 
 async def test_structured_output_mismatch_raises(llm: OllamaLLM, ollama_server: ServerHandle) -> None:
     # format= overrides the wire format; the reply ({"result": "text"}) is still checked
-    with pytest.raises(InvalidRequestError, match="City"):
+    with pytest.raises(ReplyValidationError, match="City") as info:
         await llm.chat("x", format="json", response_format=City)
     assert last_body(ollama_server)["format"] == "json"
+    # the request was fine: the whole reply comes with the error, its usage counted
+    assert info.value.response.content == '{"result": "text"}'
+    assert llm.get_token_usage().completion_tokens == info.value.response.usage.completion_tokens > 0
 
 
 async def test_images_passthrough(llm: OllamaLLM, ollama_server: ServerHandle) -> None:

@@ -344,7 +344,7 @@ def test_typed_results_carry_every_field() -> None:
     assert ChatResponse.model_validate(resp.model_dump()) == resp
     event = SSEEvent(b'{"choices": [{"index": 0, "delta": {"content": "a"}, "finish_reason": null}]}')
     chunk = parse_stream_event(event, "openai")
-    assert isinstance(chunk, StreamChunk) and set(chunk.__dict__) == set(StreamChunk.model_fields)
+    assert isinstance(chunk, StreamChunk) and set(chunk.model_dump()) == set(StreamChunk.model_fields)
     assert chunk == StreamChunk(delta="a", raw=chunk.raw)
 
 

@@ -19,7 +19,7 @@ import ray  # the [ray] extra (also in [dev]): a missing install fails, it does 
 import ray.data
 
 from llmkit import ProviderNotFoundError
-from llmkit.jobs.jobfile import BatchFileError
+from llmkit.jobs import JobFileError
 from llmkit.ray import run_batch
 from tests.servers import ServerState, assert_spec_conformant
 from tests.servers.base import run_server
@@ -66,7 +66,7 @@ def config(url: str, **extra: Any) -> dict[str, Any]:
 
 
 def rows(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_bytes().split(b"\n") if line]
 
 
 def write_prompts(path: Path, prompts: list[str]) -> Path:
@@ -104,10 +104,28 @@ def test_order_per_row_errors_and_resume(tmp_path: Path) -> None:
         assert limits.admitted - before == 6
         assert [r["output"] for r in rows(out)] == [f"Echo: {t}" for t in texts]
         # the same output with another model is refused before anything is sent
-        with pytest.raises(BatchFileError, match="not 'openai' 'gpt-4o'"):
+        with pytest.raises(JobFileError, match="not 'openai' 'gpt-4o'"):
             run_batch(prompts, config(url, model="gpt-4o"), output=out, actors=1,
                       concurrency_per_actor=1, progress=False)
         assert limits.admitted - before == 6
+
+
+def test_line_separators_in_replies_and_prompts_lose_no_row(tmp_path: Path) -> None:
+    """The job file format: replies and prompts holding U+2028, U+2029 or U+0085 are one
+    row each, read back whole (no reader splits them), and a rerun finds them all done."""
+    src = tmp_path / "p.jsonl"
+    prompts = [f"row {i}\u2028second line" for i in range(12)]
+    src.write_bytes(b"".join(json.dumps({"prompt": p}, ensure_ascii=False).encode() + b"\n" for p in prompts))
+    replies = ["a\u2028b", "c\u0085d", "e\u2029f"]
+    mock = {"provider": "mock", "model": "m", "extra": {"responses": replies}}
+    out = tmp_path / "o.jsonl"
+    result = run_batch(src, mock, output=out, actors=1, concurrency_per_actor=4, progress=False)
+    assert (result.answered, result.failed, result.total) == (12, 0, 12)
+    got = rows(out)
+    assert [r["prompt"] for r in got] == prompts and {r["output"] for r in got} <= set(replies)
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 12
+    again = run_batch(src, mock, output=out, actors=1, concurrency_per_actor=4, progress=False)
+    assert again.already_done == 12 and again.answered == 0
 
 
 def test_dataset_in_dataset_out() -> None:
@@ -156,7 +174,7 @@ def test_unknown_provider_and_empty_input_fail_before_any_actor(tmp_path: Path) 
     with pytest.raises(ProviderNotFoundError, match="nosuch"):
         run_batch(prompts, {"provider": "nosuch", "model": "m"}, output=None, progress=False)
     empty = write_prompts(tmp_path / "empty.txt", [])
-    with pytest.raises(BatchFileError, match="holds no prompts"):
+    with pytest.raises(JobFileError, match="holds no prompts"):
         run_batch(empty, {"provider": "mock"}, output=None, progress=False)
 
 

@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 
 from llmkit import BaseLLM, LLMConfig, create_llm
-from tests.servers import serve_hf, serve_ollama, serve_openai
+from tests.servers import BatchState, FastClock, serve_hf, serve_ollama, serve_openai_batch
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -93,7 +93,9 @@ def server_urls() -> Iterator[dict[str, str]]:
     shared: dict[str, Any] = {}
 
     async def serve() -> None:
-        async with serve_openai() as openai, serve_ollama() as ollama, serve_hf() as hf:
+        # the OpenAI server with its Batch API (a fast clock: batches finish in milliseconds)
+        batches = BatchState(clock=FastClock(speed=1000))
+        async with serve_openai_batch(batch=batches) as openai, serve_ollama() as ollama, serve_hf() as hf:
             shared["urls"] = {"openai": openai.url, "ollama": ollama.url, "hf": hf.url}
             shared["stop"] = asyncio.Event()
             shared["loop"] = asyncio.get_running_loop()
@@ -214,7 +216,9 @@ PRINTED_LINES = {
     "Rate limits": ["5 5"],
     "Fallback across providers": ["Echo: Hi", "[{'connection': 1}, {}]"],
     "Reply cache": ["True 1"],
+    "OpenAI's Responses API": ["True True"],
     "Hooks": ["request 0 None", "response 0 None"],
+    "Batch jobs": ["openai gpt-4o-mini: 2 answered, 0 failed, 0 already done (2 prompts)", "1 provider"],
     "Running a batch on a Ray cluster": [
         "mock demo: 2 answered, 0 failed, 0 already done (2 prompts)"
     ],

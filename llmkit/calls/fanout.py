@@ -46,27 +46,41 @@ async def fan_out_iter(
 ) -> AsyncGenerator[tuple[int, R | BaseException], None]:
     """Yield ``(index, result)`` as results complete. With ``return_exceptions`` an item's
     exception is yielded in place of its result; otherwise the first one is raised and the
-    remaining work is cancelled. Stopping the iteration cancels the workers."""
+    remaining work is cancelled. Stopping the iteration (``aclose()``, or leaving an
+    ``async with contextlib.aclosing(...)`` block) cancels the workers; so does cancelling
+    the task that iterates, even when it never closes the iterator (the workers never
+    block on a reader that is gone)."""
     if concurrency < 1:
         raise ValueError("concurrency must be >= 1")
     if total is None and hasattr(items, "__len__"):
         total = len(items)  # type: ignore[arg-type]
     source = iter(enumerate(items))
-    out: asyncio.Queue[Any] = asyncio.Queue(maxsize=concurrency * 2)
+    # Results wait in an unbounded queue, but a worker takes an item only with a slot, and
+    # the reader gives the slot back when it takes the result: at most ``2 * concurrency``
+    # results wait. Nothing ever waits to put into the queue, so workers whose reader is
+    # gone (it raised, or stopped iterating) end as soon as they are cancelled.
+    out: asyncio.Queue[Any] = asyncio.Queue()
+    slots = asyncio.Semaphore(concurrency * 2)
     bar = _Progress(progress, total, desc)
 
     async def worker() -> None:
-        for index, item in source:  # the shared iterator hands out one item at a time
+        while True:
+            await slots.acquire()
+            try:
+                index, item = next(source)  # the shared iterator hands out one item at a time
+            except StopIteration:
+                slots.release()
+                return
             try:
                 result: Any = await func(item)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 if not return_exceptions:
-                    await out.put((index, exc, True))
+                    out.put_nowait((index, exc, True))
                     return
                 result = exc
-            await out.put((index, result, False))
+            out.put_nowait((index, result, False))
 
     async def run_workers() -> None:
         try:
@@ -74,7 +88,7 @@ async def fan_out_iter(
                 for _ in range(concurrency):
                     tg.create_task(worker())
         finally:
-            await out.put(_DONE)
+            out.put_nowait(_DONE)
 
     runner = asyncio.ensure_future(run_workers())
     try:
@@ -82,6 +96,7 @@ async def fan_out_iter(
             got = await out.get()
             if got is _DONE:
                 break
+            slots.release()
             index, result, failed = got
             bar.update()
             if failed:
@@ -92,9 +107,6 @@ async def fan_out_iter(
         bar.close()
         if not runner.done():
             runner.cancel()
-            # drain so workers blocked on a full queue can observe the cancellation
-            while not out.empty():
-                out.get_nowait()
             try:
                 await runner
             except (asyncio.CancelledError, Exception):

@@ -3,7 +3,9 @@
 Subcommands: ``providers``, ``health``, ``models``, ``generate``, ``stream``, ``embed``,
 ``batch`` and ``pull``. Global flags (before or after the subcommand): ``--provider``,
 ``--model``, ``--base-url``, ``--config``, ``--max-tokens``, ``--temperature``, ``-v``.
-``batch --ray [ADDRESS] --actors N`` runs the batch on a Ray cluster (:mod:`llmkit.ray`).
+``batch --mode live|provider`` runs a batch job (:mod:`llmkit.jobs`; ``provider``: the
+provider's Batch API), ``batch --ray [ADDRESS] --actors N`` runs it on a Ray cluster
+(:mod:`llmkit.ray`). Flags are never abbreviated: a prefix of a flag is an error.
 
 The provider is ``--provider``, else the ``provider`` of ``--config``, else the
 ``LLMKIT_PROVIDER`` environment variable. With none of them the built-in deterministic
@@ -13,7 +15,7 @@ a provider is an error. API keys are read from the environment only (``OPENAI_AP
 
 Errors are printed as one line, ``error: <type>: <message>``, on stderr. Exit codes:
 0 success, 1 an LLM error (or failed items in ``batch``), 2 a usage or configuration
-error, 130 interrupted.
+error, 130 interrupted (``batch`` then says how many rows are done and how to resume).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from llmkit.cli._common import (
     print_error,
     setup_logging,
 )
-from llmkit.cli.batch import cmd_batch, cmd_batch_ray
+from llmkit.cli.batch import cmd_batch, cmd_batch_ray, interrupted
 from llmkit.cli.commands import (
     cmd_embed,
     cmd_generate,
@@ -75,6 +77,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     from llmkit.core.errors import ConfigError, LLMError, ProviderNotFoundError
 
@@ -93,7 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print_error("usage", str(exc))
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print_error("interrupted", "stopped by the user")
+        if args.command == "batch":
+            print_error("interrupted", interrupted(args, argv))
+        else:
+            print_error("interrupted", "stopped by the user")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
         with contextlib.suppress(OSError):

@@ -25,7 +25,12 @@ class UsageError(Exception):
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors and exit code 2."""
+    """argparse with one-line errors and exit code 2, and no abbreviated flags (a prefix
+    is never taken for a flag: ``--mode`` is not ``--model``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         print_error("usage", f"{message} (see '{self.prog} --help')")

@@ -1,13 +1,15 @@
-"""``llmkit batch``: a prompts file in, JSONL records out (see :mod:`llmkit.jobs.jobfile`)."""
+"""``llmkit batch``: a prompts file in, JSONL rows out, through :func:`llmkit.jobs.run`
+(``--mode live`` or ``--mode provider``) or :func:`llmkit.ray.run_batch` (``--ray``).
+Ctrl-C stops it and prints how many rows are done and the command that resumes."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
+import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from llmkit.cli._common import (
     EXIT_LLM,
@@ -15,50 +17,18 @@ from llmkit.cli._common import (
     UsageError,
     make_config,
     print_error,
-    progress_bar,
     write,
 )
 
 if TYPE_CHECKING:
     from llmkit.base import BaseLLM
-    from llmkit.jobs.jobfile import Prompt
-
-
-def load_job(args: argparse.Namespace, provider: str, model: str) -> tuple[list[Prompt], set[int]]:
-    """The prompts, and the indexes an earlier run of the same output already answered."""
-    from llmkit.jobs.jobfile import BatchFileError, done_indexes, read_prompts, read_records
-
-    try:
-        if args.input == "-":
-            prompts = read_prompts(sys.stdin.read().splitlines(), "stdin")
-        else:
-            prompts = read_prompts(args.input)
-        if not prompts:
-            raise UsageError(f"{args.input if args.input != '-' else 'stdin'} holds no prompts")
-        done: set[int] = set()
-        if args.output != "-":
-            done = done_indexes(
-                prompts,
-                read_records(Path(args.output)),
-                provider=provider,
-                model=model,
-                output=args.output,
-                force=args.force,
-            )
-    except BatchFileError as exc:
-        raise UsageError(exc.message) from None
-    return prompts, done
-
-
-def summary(provider: str, model: str, answered: int, failed: int, done: int, total: int) -> str:
-    return (
-        f"{provider} {model}: {answered} answered, {failed} failed, {done} already done "
-        f"({total} prompts)"
-    )
 
 
 def finish(provider: str, model: str, answered: int, failed: int, done: int, total: int) -> int:
-    text = summary(provider, model, answered, failed, done, total)
+    text = (
+        f"{provider} {model}: {answered} answered, {failed} failed, {done} already done "
+        f"({total} prompts)"
+    )
     if failed:
         print_error("batch", f"{failed} of {total} prompts failed; rerun to retry them. {text}")
         return EXIT_LLM
@@ -66,59 +36,65 @@ def finish(provider: str, model: str, answered: int, failed: int, done: int, tot
     return EXIT_OK
 
 
+def _source(args: argparse.Namespace) -> Any:
+    return sys.stdin.buffer.read() if args.input == "-" else args.input
+
+
 async def cmd_batch(args: argparse.Namespace, llm: BaseLLM) -> int:
-    from llmkit.calls.fanout import fan_out_iter
-    from llmkit.jobs.jobfile import compact, make_record, open_output
+    from llmkit import jobs
+    from llmkit.jobs.errors import JobWriteError
 
     if args.concurrency is not None and args.concurrency < 1:
         raise UsageError("--concurrency must be >= 1")
-    provider, model = llm.provider, llm.model
-    prompts, done = load_job(args, provider, model)
-    todo = [p for p in prompts if p.index not in done]
-    to_file = args.output != "-"
-    out_path = Path(args.output)
-    bar: Any = None if args.no_progress else progress_bar(total=len(todo), desc=f"{provider} batch", unit="req")
-    failed = 0
-    pending: dict[int, str] = {}  # stdout: records waiting for their turn
-    next_pos = 0
-    out: IO[str]
-    with contextlib.ExitStack() as stack:
-        out = stack.enter_context(open_output(out_path)) if to_file else sys.stdout
-        try:
-            results = fan_out_iter(
-                llm.chat,
-                (p.payload for p in todo),
-                concurrency=args.concurrency or llm.config.max_concurrency,
-                return_exceptions=True,
-                total=len(todo),
-            )
-            async for pos, result in results:
-                record = make_record(todo[pos], provider, model, result)
-                failed += "error" in record
-                line = json.dumps(record, ensure_ascii=False) + "\n"
-                if to_file:
-                    write(out, line)
-                else:
-                    pending[pos] = line
-                    while next_pos in pending:
-                        write(out, pending.pop(next_pos))
-                        next_pos += 1
-                if bar is not None:
-                    bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
-    if to_file:
-        compact(out_path, prompts)
-    return finish(provider, model, len(todo) - failed, failed, len(done), len(prompts))
+    if args.mode == "provider" and args.output == "-":
+        raise UsageError("--mode provider writes to a file: pass -o OUT (its state file sits beside it)")
+    try:
+        summary = await jobs.run(  # the progress bar: on a terminal only
+            _source(args), llm, output=args.output, mode=args.mode,
+            concurrency=args.concurrency or llm.config.max_concurrency,
+            progress=not args.no_progress, force=args.force,
+            poll_interval=args.poll_interval, max_batch_requests=args.max_batch_requests,
+            name="stdin",
+        )
+    except JobWriteError:
+        raise  # printed as a configuration error: which file, and why
+    except jobs.JobFileError as exc:
+        raise UsageError(exc.message) from None
+    return finish(summary.provider, summary.model, summary.answered, summary.failed,
+                  summary.already_done, summary.rows)
+
+
+def interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
+    """What Ctrl-C says: the rows done so far and the command that resumes."""
+    from llmkit.jobs.jobfile import journal_path, read_rows
+
+    command = "llmkit " + shlex.join(argv)
+    if args.output == "-":
+        return f"stopped by the user; rerun to start over: {command}"
+    out = Path(args.output)
+    try:
+        done = {r["index"] for r in read_rows(out) + read_rows(journal_path(out)) if "output" in r}
+        total = _rows(args)
+    except Exception:  # the note must not hide the interruption
+        return f"stopped by the user; resume with: {command}"
+    of = f" of {total}" if total is not None else ""
+    return f"{len(done)}{of} rows done; resume with: {command}"
+
+
+def _rows(args: argparse.Namespace) -> int | None:
+    from llmkit.jobs.source import read_source
+
+    return None if args.input == "-" else len(read_source(args.input))
 
 
 def cmd_batch_ray(args: argparse.Namespace) -> int:
     """``batch --ray``: the same job on Ray actors (:func:`llmkit.ray.run_batch`)."""
-    from llmkit.jobs.jobfile import BatchFileError
+    from llmkit.jobs.errors import JobFileError, JobWriteError
 
     if args.output == "-" or args.input == "-":
         raise UsageError("--ray reads a prompts file and writes to a file: pass IN and -o OUT")
+    if args.mode != "live":
+        raise UsageError("--ray runs the job on the cluster's actors; --mode provider is not for --ray")
     if args.actors < 1 or (args.concurrency is not None and args.concurrency < 1):
         raise UsageError("--actors and --concurrency must be >= 1")
     config = make_config(args)
@@ -137,7 +113,9 @@ def cmd_batch_ray(args: argparse.Namespace) -> int:
             progress=not args.no_progress and sys.stderr.isatty(),
             address=None if args.ray == "local" else args.ray,
         )
-    except BatchFileError as exc:
+    except JobWriteError:
+        raise
+    except JobFileError as exc:
         raise UsageError(exc.message) from None
     return finish(
         result.provider, result.model, result.answered, result.failed, result.already_done, result.total

@@ -39,16 +39,19 @@ def _add_batch(sub: Any, command: Any) -> None:
     p = command("batch", "generate replies for a prompts file (JSONL out, resumable)")
     p.add_argument(
         "input",
-        help="prompts file ('-' for stdin): one prompt per line, or JSON lines with "
-        '{"prompt": ...} or {"messages": [...]}; blank lines are skipped',
+        help="prompts file ('-' for stdin): one prompt per line; or JSONL throughout, rows "
+        '{"prompt": ...} or {"messages": [...]} with optional "options" and "id"; or '
+        "OpenAI's batch input format (custom_id, method, url, body). Blank lines are "
+        "skipped; a malformed line is an error naming it",
     )
     p.add_argument(
         "-o",
         "--output",
         default="-",
-        help="JSONL output file (default stdout). Each row records provider, model and a "
-        "hash of the prompt. Rerunning with the same file skips the prompts already "
-        "answered and retries the failed ones",
+        help="JSONL output file (default stdout). Each row records provider, model, mode "
+        "and a hash of the prompt. Answers are journaled as they arrive (OUT.journal) and "
+        "OUT is replaced whole at the end; rerunning with the same file skips the prompts "
+        "already answered and retries the failed ones",
     )
     p.add_argument(
         "--force",
@@ -63,6 +66,28 @@ def _add_batch(sub: Any, command: Any) -> None:
         help="requests in flight at most (with --ray: per actor)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument(
+        "--mode",
+        choices=("live", "provider"),
+        default="live",
+        help="live: send the requests now, through the client's limits (default); provider: "
+        "the provider's Batch API (OpenAI and compatible servers with /files and /batches: "
+        "half the price, answers within 24 hours; OUT.state.json lets a rerun re-attach)",
+    )
+    p.add_argument(
+        "--poll-interval",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="with --mode provider: seconds between polls of the batches (default 15)",
+    )
+    p.add_argument(
+        "--max-batch-requests",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --mode provider: at most N requests per batch (default 50000, the provider's limit)",
+    )
     p.add_argument(
         "--ray",
         nargs="?",
@@ -95,7 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
-        p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help)
+        p: argparse.ArgumentParser = sub.add_parser(
+            name, help=help, description=help, allow_abbrev=False
+        )
         _add_global_flags(p, suppress=True)
         return p
 

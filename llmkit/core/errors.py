@@ -21,6 +21,8 @@ __all__ = [
     "PermissionDeniedError",
     "ProviderNotFoundError",
     "RateLimitError",
+    "ReplyTruncatedError",
+    "ReplyValidationError",
     "ServerError",
     "StreamError",
     "StreamTimeoutError",
@@ -77,6 +79,7 @@ class LLMError(Exception):
         retry_after: float | None = None,
         request_id: str | None = None,
         retryable: bool | None = None,
+        param: str | None = None,
     ) -> None:
         self.message = redact(str(message))
         self.code = code
@@ -84,6 +87,8 @@ class LLMError(Exception):
         self.provider = provider
         self.retry_after = retry_after
         self.request_id = request_id
+        self.param = param
+        """The request field the server blamed (the error body's ``param``)."""
         if retryable is not None:
             self.retryable = retryable
         super().__init__(self.message)
@@ -97,6 +102,8 @@ class LLMError(Exception):
             details.append(f"status={self.status}")
         if self.code:
             details.append(f"code={self.code}")
+        if self.param:
+            details.append(f"param={self.param}")
         if self.request_id:
             details.append(f"request_id={self.request_id}")
         if details:
@@ -122,9 +129,15 @@ class LLMError(Exception):
                     "retry_after": self.retry_after,
                     "request_id": self.request_id,
                     "retryable": self.retryable,
+                    "param": self.param,
+                    **self._extra_state(),
                 },
             ),
         )
+
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {}
 
 
 def _rebuild(cls: type[LLMError], message: str, kwargs: dict[str, Any]) -> LLMError:
@@ -154,6 +167,28 @@ class InvalidRequestError(LLMError):
 
 class ContextLengthError(InvalidRequestError):
     type = "context_length_exceeded"
+
+
+class ReplyValidationError(LLMError):
+    """The model's reply does not match the requested ``response_format``. The request was
+    fine: ``response`` is the whole :class:`~llmkit.ChatResponse` (content, usage,
+    finish_reason, raw), and its usage is counted in the instance's totals."""
+
+    type = "reply_invalid"
+
+    def __init__(self, message: str, *, response: Any = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.response = response
+
+    def _extra_state(self) -> dict[str, Any]:
+        return {"response": self.response}
+
+
+class ReplyTruncatedError(ReplyValidationError):
+    """The token limit cut the structured reply (``finish_reason == "length"``) before it
+    was complete; raise ``max_tokens``."""
+
+    type = "reply_truncated"
 
 
 class LLMTimeoutError(LLMError, TimeoutError):

@@ -97,7 +97,7 @@ def _fail(name: str, value: Any, expected: str) -> InvalidRequestError:
     shown = repr(value)
     if len(shown) > 80:
         shown = shown[:77] + "..."
-    return InvalidRequestError(f"option {name} must be {expected}, not {shown}")
+    return InvalidRequestError(f"option {name} must be {expected}, not {shown}", param=name)
 
 
 def _number(low: float | None, high: float | None) -> Callable[[str, Any], float]:
@@ -215,7 +215,7 @@ def _unknown(name: str, provider: str, known: frozenset[str]) -> InvalidRequestE
     return InvalidRequestError(
         f"unknown option {name!r} for provider {provider!r}{hint} "
         f"(a field this client does not know can be sent with extra_body={{{name!r}: ...}})",
-        provider=provider,
+        provider=provider, param=name,
     )
 
 
@@ -261,6 +261,6 @@ def resolve_options(
     for name in send.keys() & unsupported.keys():
         raise InvalidRequestError(
             f"option {name!r} is not supported by provider {provider!r}: {unsupported[name]}",
-            provider=provider,
+            provider=provider, param=name,
         )
     return send, (ClientOptions(**client) if client else NO_CLIENT_OPTIONS)

@@ -1,4 +1,5 @@
-"""Tool (function) definitions from OpenAI-style dicts, pydantic models or typed functions."""
+"""Tool (function) definitions from OpenAI-style dicts, pydantic models or typed functions,
+and the decoding of a tool call's arguments as a server sent them."""
 
 from __future__ import annotations
 
@@ -8,16 +9,20 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, TypeAdapter
 
 from llmkit.core.errors import InvalidRequestError
+from llmkit.core.types import ToolCall
 
 __all__ = [
     "ToolSpec",
+    "decode_arguments",
     "model_schema",
     "normalize_tool_choice",
     "to_openai_tool",
     "to_openai_tools",
+    "tool_call",
 ]
 
 ToolSpec = Mapping[str, Any] | type[BaseModel] | Callable[..., Any]
@@ -176,3 +181,53 @@ def normalize_tool_choice(choice: Any, tools: Sequence[Mapping[str, Any]] | None
     if isinstance(choice, type) or callable(choice):
         return _named("function", getattr(choice, "__name__", None), tools)
     raise InvalidRequestError(f"invalid tool_choice: {choice!r}")
+
+
+# ----------------------------------------------------------------------- arguments
+
+
+def decode_arguments(raw: Any) -> tuple[dict[str, Any], str, str | None]:
+    """A tool call's arguments as the server sent them: (the decoded JSON object, the
+    exact text, why it is not one). Text that is not valid JSON, or JSON that is not an
+    object, gives ``{}`` and the reason; nothing is wrapped or invented. An object (Ollama,
+    TGI send one) is taken as it is, its text the compact JSON of it; empty text is ``{}``."""
+    if isinstance(raw, dict):
+        return raw, _dumps(raw), None
+    if raw is None or raw == "":
+        return {}, "", None
+    if not isinstance(raw, str):
+        text = _dumps(raw)
+        return {}, text, f"arguments are not a JSON object (got {_kind(raw)})"
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return {}, raw, f"arguments are not valid JSON: {exc}"
+    if not isinstance(value, dict):
+        return {}, raw, f"arguments are not a JSON object (got {_kind(value)})"
+    return value, raw, None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+def _dumps(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return str(value)
+
+
+def tool_call(call_id: str, name: str, raw: Any, **extra: Any) -> ToolCall:
+    arguments, text, error = decode_arguments(raw)
+    return ToolCall(call_id, name, arguments, raw_arguments=text, arguments_error=error, **extra)

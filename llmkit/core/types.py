@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SkipValidation, field_validator
+from pydantic.fields import FieldInfo
 
+from llmkit.core.chunk import SlotsResult
 from llmkit.core.errors import InvalidRequestError, redact
 
 if TYPE_CHECKING:
@@ -26,6 +28,7 @@ __all__ = [
     "ToolCall",
     "ToolCallDelta",
     "Usage",
+    "new_chunk",
     "normalize_finish_reason",
     "normalize_messages",
 ]
@@ -64,13 +67,19 @@ class _Model(BaseModel):
 
 
 class ToolCall(_Model):
-    """A complete tool call: ``arguments`` is the decoded JSON object."""
+    """A complete tool call: ``arguments`` is the decoded JSON object, or ``{}`` when the
+    text the server sent (``raw_arguments``, kept exactly) is not valid JSON or not an
+    object; ``arguments_error`` then says why. Nothing is wrapped or invented."""
 
     id: str = ""
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
     type: str = "function"
     """``"function"``, or ``"custom"`` for a custom tool (its input is in ``arguments["input"]``)."""
+    raw_arguments: str = ""
+    """The arguments exactly as the server sent them (an object sent as JSON: its JSON text)."""
+    arguments_error: str | None = None
+    """Why ``arguments`` is ``{}`` although the server sent text (None when it decoded)."""
 
     def __init__(
         self,
@@ -96,11 +105,23 @@ class ToolCall(_Model):
             }
         import orjson
 
+        text = self.raw_arguments
+        if not text or (self.arguments_error is None and not _decodes_to(text, self.arguments)):
+            text = orjson.dumps(self.arguments).decode()  # built here, or changed since
         return {
             "id": self.id,
             "type": "function",
-            "function": {"name": self.name, "arguments": orjson.dumps(self.arguments).decode()},
+            "function": {"name": self.name, "arguments": text},
         }
+
+
+def _decodes_to(text: str, arguments: dict[str, Any]) -> bool:
+    import orjson
+
+    try:
+        return bool(orjson.loads(text) == arguments)
+    except orjson.JSONDecodeError:
+        return False
 
 
 class ToolCallDelta(_Model):
@@ -252,6 +273,8 @@ class Choice(_Model):
 
 
 class ChatResponse(_Model):
+    id: str | None = None
+    """The server's id of the response (the Responses API's ``resp_...``), where it gives one."""
     content: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
     finish_reason: str | None = None
@@ -271,21 +294,131 @@ class ChatResponse(_Model):
     choices: list[Choice] = Field(default_factory=list, repr=False)
     """Every choice (``n > 1``); the top-level fields are choice 0's."""
 
+    @classmethod
+    def _trusted(cls, fields: dict[str, Any]) -> Self:
+        fields.setdefault("id", None)
+        return super()._trusted(fields)
 
-class StreamChunk(_Model):
-    delta: str = ""
-    reasoning: str = ""
-    """Reasoning / thinking text delta."""
-    refusal: str | None = None
-    tool_calls: list[ToolCallDelta] = Field(default_factory=list)
-    finish_reason: str | None = None
-    usage: Usage | None = None
-    index: int = 0
-    """The choice this chunk belongs to."""
-    logprobs: SkipValidation[list[dict[str, Any]] | None] = Field(default=None, repr=False)
-    completed_tool_calls: list[ToolCall] | None = None
-    """On the last chunk of a stream that called tools: the assembled calls."""
-    raw: SkipValidation[dict[str, Any] | None] = Field(default=None, repr=False)
+
+class StreamChunk(SlotsResult):
+    """One streamed piece: ``delta`` (text), ``reasoning`` (reasoning / thinking text
+    delta), ``refusal``, ``tool_calls`` (partial), ``finish_reason``, ``usage`` (usually
+    only on the last chunk), ``index`` (the choice it belongs to), ``logprobs``,
+    ``completed_tool_calls`` (on the last chunk of a stream that called tools: the
+    assembled calls) and ``raw`` (the decoded event, as received).
+
+    A plain ``__slots__`` object, not a pydantic model: keyword construction checks the
+    text and index fields' types; the wire parsers build chunks with :func:`new_chunk`."""
+
+    __slots__ = (
+        "completed_tool_calls",
+        "delta",
+        "finish_reason",
+        "index",
+        "logprobs",
+        "raw",
+        "reasoning",
+        "refusal",
+        "tool_calls",
+        "usage",
+    )
+    delta: str
+    reasoning: str
+    refusal: str | None
+    tool_calls: list[ToolCallDelta]
+    finish_reason: str | None
+    usage: Usage | None
+    index: int
+    logprobs: list[dict[str, Any]] | None
+    completed_tool_calls: list[ToolCall] | None
+    raw: dict[str, Any] | None
+
+    model_fields: ClassVar[dict[str, FieldInfo]] = {
+        "delta": FieldInfo(default=""),
+        "reasoning": FieldInfo(default=""),
+        "refusal": FieldInfo(default=None),
+        "tool_calls": FieldInfo(default_factory=list),
+        "finish_reason": FieldInfo(default=None),
+        "usage": FieldInfo(default=None),
+        "index": FieldInfo(default=0),
+        "logprobs": FieldInfo(default=None, repr=False),
+        "completed_tool_calls": FieldInfo(default=None),
+        "raw": FieldInfo(default=None, repr=False),
+    }
+    nested: ClassVar[dict[str, Any]] = {"tool_calls": ToolCallDelta, "usage": Usage, "completed_tool_calls": ToolCall}
+
+    def __init__(
+        self,
+        *,
+        delta: str = "",
+        reasoning: str = "",
+        refusal: str | None = None,
+        tool_calls: list[ToolCallDelta] | None = None,
+        finish_reason: str | None = None,
+        usage: Usage | None = None,
+        index: int = 0,
+        logprobs: list[dict[str, Any]] | None = None,
+        completed_tool_calls: list[ToolCall] | None = None,
+        raw: dict[str, Any] | None = None,
+    ) -> None:
+        if type(delta) is not str or type(reasoning) is not str:
+            raise TypeError("StreamChunk: delta and reasoning must be strings")
+        if (refusal is not None and type(refusal) is not str) or (
+            finish_reason is not None and type(finish_reason) is not str
+        ):
+            raise TypeError("StreamChunk: refusal and finish_reason must be strings or None")
+        if type(index) is not int:
+            raise TypeError("StreamChunk: index must be an int")
+        _fill_chunk(
+            self, delta, reasoning, refusal, [] if tool_calls is None else list(tool_calls),
+            finish_reason, usage, index, logprobs, completed_tool_calls, raw,
+        )
+
+
+def _fill_chunk(
+    chunk: StreamChunk,
+    delta: str,
+    reasoning: str,
+    refusal: str | None,
+    tool_calls: list[ToolCallDelta],
+    finish_reason: str | None,
+    usage: Usage | None,
+    index: int,
+    logprobs: list[dict[str, Any]] | None,
+    completed_tool_calls: list[ToolCall] | None,
+    raw: dict[str, Any] | None,
+) -> None:
+    chunk.delta = delta
+    chunk.reasoning = reasoning
+    chunk.refusal = refusal
+    chunk.tool_calls = tool_calls
+    chunk.finish_reason = finish_reason
+    chunk.usage = usage
+    chunk.index = index
+    chunk.logprobs = logprobs
+    chunk.completed_tool_calls = completed_tool_calls
+    chunk.raw = raw
+
+
+_new_object = object.__new__
+
+
+def new_chunk(
+    delta: str,
+    reasoning: str,
+    refusal: str | None,
+    tool_calls: list[ToolCallDelta],
+    finish_reason: str | None,
+    usage: Usage | None,
+    index: int,
+    logprobs: list[dict[str, Any]] | None,
+    raw: dict[str, Any] | None,
+) -> StreamChunk:
+    """The wire parsers' path: a chunk of values they have checked, in field order."""
+    chunk: StreamChunk = _new_object(StreamChunk)
+    _fill_chunk(chunk, delta, reasoning, refusal, tool_calls, finish_reason, usage, index,
+                logprobs, None, raw)
+    return chunk
 
 
 class Capabilities(_Model):

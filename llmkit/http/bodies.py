@@ -5,6 +5,7 @@ and ending a stream's body so its connection can go back to the pool."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any
@@ -12,10 +13,37 @@ from typing import Any
 import aiohttp
 import orjson
 
-from llmkit.core.errors import ConfigError, ServerError, redact, register_secret
+from llmkit.core.errors import (
+    ConfigError,
+    InvalidRequestError,
+    ServerError,
+    redact,
+    register_secret,
+)
 from llmkit.http.error_mapping import error_from_response
 
-__all__ = ["await_body_end", "checked_base_url", "decode_body", "finish_response", "read_bounded"]
+__all__ = [
+    "await_body_end",
+    "checked_base_url",
+    "decode_body",
+    "encode_json",
+    "finish_response",
+    "read_bounded",
+]
+
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS
+
+
+def encode_json(body: Any, provider: str | None = None) -> bytes:
+    """A request body as JSON. Keys may be ints (``logit_bias={2204: 100}``, as
+    openai-python takes it); a value JSON cannot hold is an :class:`InvalidRequestError`
+    naming it, before anything is sent."""
+    try:
+        return orjson.dumps(body, option=_JSON_OPTIONS)
+    except TypeError as exc:  # orjson.JSONEncodeError is a TypeError
+        raise InvalidRequestError(
+            f"the request body cannot be encoded as JSON: {exc}", provider=provider
+        ) from None
 
 
 def checked_base_url(base_url: str, provider: str) -> str:
@@ -114,12 +142,27 @@ async def await_body_end(resp: aiohttp.ClientResponse) -> None:
         if remaining <= 0:
             return
         try:
-            chunk = await asyncio.wait_for(content.readany(), remaining)
+            chunk = await _read_within(content, remaining)
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
             return
         if not chunk:
             return
         extra += len(chunk)
+
+
+if sys.version_info >= (3, 11):
+
+    async def _read_within(content: aiohttp.StreamReader, seconds: float) -> bytes:
+        # not asyncio.wait_for: before Python 3.12 it returns the read's result when the
+        # caller is cancelled just as the read completes, and the cancellation is lost (a
+        # stream cancelled at its end would then run on as if never cancelled)
+        async with asyncio.timeout(seconds):
+            return await content.readany()
+
+else:  # pragma: no cover - Python 3.10
+
+    async def _read_within(content: aiohttp.StreamReader, seconds: float) -> bytes:
+        return await asyncio.wait_for(content.readany(), seconds)
 
 
 def finish_response(resp: aiohttp.ClientResponse, *, complete: bool) -> None:

@@ -42,6 +42,10 @@ _CONTEXT_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+# llama.cpp answers an input longer than its batch (an embedding of more tokens than -ub)
+# with a 500: "input (N tokens) is too large to process. increase the physical batch size".
+# The request cannot succeed as it is: a context-length error, not retried.
+_CONTEXT_500 = re.compile(r"input \(\d+ tokens\) is too large to process|input is too large to process", re.IGNORECASE)
 # TGI's own limit on new tokens is a bad request, not a context overflow.
 _NOT_CONTEXT = re.compile(r"^\s*`max_new_tokens` must be <=", re.IGNORECASE)
 _QUOTA_CODES = {"insufficient_quota", "quota_exceeded", "billing_hard_limit_reached"}
@@ -56,29 +60,35 @@ def _parse_body(body: bytes | str | None) -> Any:
         return None
 
 
-def _error_fields(payload: Any) -> tuple[str | None, str | None, str | None]:
-    """(message, type, code) from the error bodies of OpenAI, Ollama, HF and TGI."""
+def _text(value: Any) -> str | None:
+    return str(value) if value is not None else None
+
+
+def _error_fields(payload: Any) -> tuple[str | None, str | None, str | None, str | None]:
+    """(message, type, code, param) from the error bodies of OpenAI, vLLM, llama.cpp,
+    Ollama, HF and TGI (``param`` where the body names the field it blames)."""
     if not isinstance(payload, dict):
-        return None, None, None
+        return None, None, None, None
     err = payload.get("error", payload.get("detail"))
     if isinstance(err, dict):
-        msg = err.get("message")
-        etype = err.get("type")
-        code = err.get("code")
+        param = err.get("param")
         return (
-            str(msg) if msg is not None else None,
-            str(etype) if etype is not None else None,
-            str(code) if code is not None else None,
+            _text(err.get("message")), _text(err.get("type")), _text(err.get("code")),
+            param if isinstance(param, str) and param else None,
         )
     if isinstance(err, list):
         msg = "; ".join(str(e.get("msg", e)) if isinstance(e, dict) else str(e) for e in err)
-        return msg, None, None
+        return msg, None, None, None
     if err is not None:
         etype = payload.get("error_type") or payload.get("type")
         code = payload.get("code")
-        return str(err), (str(etype) if etype else None), (str(code) if code else None)
-    msg = payload.get("message")
-    return (str(msg) if msg is not None else None), None, None
+        param = payload.get("param")
+        return (
+            str(err), (str(etype) if etype else None), (str(code) if code else None),
+            param if isinstance(param, str) and param else None,
+        )
+    flat = payload.get("param")  # vLLM's older flat body: {"object": "error", ..., "param"}
+    return _text(payload.get("message")), None, None, flat if isinstance(flat, str) and flat else None
 
 
 def error_from_payload(
@@ -92,7 +102,7 @@ def error_from_payload(
 ) -> LLMError:
     """Build the typed error for an error body already decoded from JSON."""
 
-    message, etype, code = _error_fields(payload)
+    message, etype, code, param = _error_fields(payload)
     if not message:
         message = default_message or (f"HTTP {status}" if status else "unknown error")
     retry_after = parse_retry_after(headers) if headers is not None else None
@@ -109,6 +119,7 @@ def error_from_payload(
         "provider": provider,
         "retry_after": retry_after,
         "request_id": request_id,
+        "param": param,
     }
     lowered_code = (code or etype or "").lower()
     if lowered_code in _QUOTA_CODES:
@@ -121,6 +132,7 @@ def error_from_payload(
             and _CONTEXT_PATTERNS.search(message)
             and not _NOT_CONTEXT.search(message)
         )
+        or (status == 500 and _CONTEXT_500.search(message))
     ):
         return ContextLengthError(message, **kw)
     if lowered_code in ("model_not_found",) and status in (None, 400, 404):

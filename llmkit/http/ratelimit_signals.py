@@ -156,6 +156,10 @@ class Feedback:
 # --------------------------------------------------------------------------- token costs
 
 
+# the text of a message, or of a Responses API input item (a call's arguments, its output)
+_TEXT_KEYS = frozenset({"content", "text", "role", "name", "arguments", "output"})
+
+
 def _text_chars(value: Any) -> int:
     if isinstance(value, str):
         return len(value)
@@ -164,17 +168,18 @@ def _text_chars(value: Any) -> int:
     if isinstance(value, dict):
         if value.get("type") in ("image_url", "input_image", "image"):
             return 0
-        return sum(_text_chars(v) for k, v in value.items() if k in ("content", "text", "role", "name"))
+        return sum(_text_chars(v) for k, v in value.items() if k in _TEXT_KEYS)
     return 0
 
 
 def estimate_tokens(body: Any) -> float:
     """A request's token cost before it is sent: about four characters of prompt text per
-    token, plus the most it may generate (``max_tokens`` in any of its wire names)."""
+    token, plus the most it may generate (``max_tokens`` in any of its wire names, the
+    Responses API's ``max_output_tokens`` included)."""
     if not isinstance(body, dict):
         return 0.0
     chars = 0
-    for key in ("messages", "prompt", "input", "inputs"):
+    for key in ("messages", "prompt", "input", "inputs", "instructions"):
         if key in body:
             chars += _text_chars(body[key])
     completion = 0

@@ -153,9 +153,7 @@ class SSEParser:
                 else:
                     self._event = None
             elif line.startswith(b"data:"):
-                value = line[5:]
-                if value[:1] == b" ":
-                    value = value[1:]
+                value = line[6:] if line[5:6] == b" " else line[5:]  # one copy of the value
                 if self._data is None:
                     self._data = [value]
                 else:

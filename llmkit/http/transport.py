@@ -1,5 +1,9 @@
 """HTTP transport shared by the providers: pooled sessions, the limiter, retries with
-backoff, typed errors, bounded reads and incremental SSE / NDJSON streaming."""
+backoff, typed errors, bounded reads and incremental SSE / NDJSON streaming.
+
+Closing it ends everything in flight at once (:mod:`llmkit.http.inflight`): a request fails
+with ``ConfigError("instance is closed")``, a stream with a :class:`StreamError` saying
+the instance was closed; neither is retried."""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any, Literal
 
 import aiohttp
-import orjson
 
 from llmkit.calls.hooks import Hooks
 from llmkit.calls.limiter import ConcurrencyLimiter
@@ -29,11 +32,13 @@ from llmkit.http.bodies import (
     await_body_end,
     checked_base_url,
     decode_body,
+    encode_json,
     finish_response,
     read_bounded,
 )
 from llmkit.http.client_errors import map_client_error
 from llmkit.http.error_mapping import error_from_response
+from llmkit.http.inflight import InFlight
 from llmkit.http.ratelimit import RateLimiter, Ticket
 from llmkit.http.retry import RetryPolicy
 from llmkit.http.session import SessionManager, SessionOptions, connections_opened, undelivered
@@ -81,6 +86,7 @@ class HTTPTransport:
         self.max_response_bytes = max_response_bytes
         self.max_event_bytes = max_event_bytes
         self.hooks = hooks
+        self.inflight = InFlight()
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=timeout)
         self._stream_timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=timeout, sock_read=timeout
@@ -92,6 +98,7 @@ class HTTPTransport:
         return f"{self.base_url}/{path.lstrip('/')}"
 
     async def aclose(self) -> None:
+        self.inflight.close()  # first: what is woken sees the instance closed
         await self.sessions.aclose()
 
     # ------------------------------------------------------------------ plain requests
@@ -116,7 +123,7 @@ class HTTPTransport:
         once per attempt, it returns what aiohttp sends (bytes or an async iterator of
         bytes)."""
         url = self.url(path)
-        data = orjson.dumps(json) if json is not None else None
+        data = encode_json(json, self.provider) if json is not None else None
         headers = self._post_headers if data is not None else self.headers
         if upload is not None:
             headers = {**self.headers, "Content-Type": "application/octet-stream"}
@@ -139,7 +146,10 @@ class HTTPTransport:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
                     async with limiter:
-                        ticket = await self.rate_limiter.acquire(json, attempt > 0)
+                        ticket = await self.inflight.interruptible(
+                            self.rate_limiter.acquire(json, attempt > 0),
+                            lambda: self._closed_error(False),
+                        )
                         try:
                             result = await self._once(
                                 method, url, data if upload is None else upload(), headers,
@@ -148,7 +158,7 @@ class HTTPTransport:
                         finally:
                             self.rate_limiter.release(ticket)
                 except LLMError as exc:
-                    if not retry or not policy.should_retry(exc, attempt):
+                    if not retry or self.inflight.closed or not policy.should_retry(exc, attempt):
                         raise
                     if waits is None:
                         waits = policy.waits()
@@ -162,7 +172,7 @@ class HTTPTransport:
                         "%s %s failed (%s); retry %d in %.2fs",
                         method, redact(url), exc.type, attempt, delay,
                     )
-                    await asyncio.sleep(delay)
+                    await self.inflight.pause(delay)
                     continue
                 metrics.finish(time.perf_counter() - started)
                 if hooks is not None:
@@ -206,11 +216,15 @@ class HTTPTransport:
                 async with session.request(
                     method, url, data=data, headers=headers, params=params, timeout=timeout
                 ) as resp:
-                    body = await read_bounded(resp, self.max_response_bytes, self.provider)
+                    self.inflight.track(resp)
+                    try:
+                        body = await read_bounded(resp, self.max_response_bytes, self.provider)
+                    finally:
+                        self.inflight.untrack(resp)
                     status, resp_headers = resp.status, resp.headers
                     ctype, charset = resp.content_type, resp.charset
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                if resend and undelivered(exc, session, opened) and not self.sessions.closed:
+                if resend and undelivered(exc, session, opened) and not self._closed():
                     continue  # a stale pooled connection: the server never saw this request
                 self.rate_limiter.observe(ticket, None, None)
                 error = self._client_error(exc, url, stream=False)
@@ -229,9 +243,20 @@ class HTTPTransport:
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _client_error(self, exc: BaseException, url: str, *, stream: bool) -> LLMError:
-        if self.sessions.closed:  # the pool was closed under this request: no retry
-            return ConfigError("instance is closed", provider=self.provider)
+    def _closed(self) -> bool:
+        return self.inflight.closed or self.sessions.closed
+
+    def _closed_error(self, streaming: bool) -> LLMError:
+        if streaming:
+            return StreamError("stream ended: the instance was closed", provider=self.provider)
+        return ConfigError("instance is closed", provider=self.provider)
+
+    def _client_error(
+        self, exc: BaseException, url: str, *, stream: bool, streaming: bool = False
+    ) -> LLMError:
+        """``stream``: output was already delivered; ``streaming``: a stream's request."""
+        if self._closed():  # the pool was closed under this request: no retry
+            return self._closed_error(streaming or stream)
         return map_client_error(exc, self.provider, url, stream=stream)
 
     # ------------------------------------------------------------------ streaming
@@ -265,7 +290,7 @@ class HTTPTransport:
         ``client.timeout`` replaces the connect and per-read timeout of this stream.
         """
         url = self.url(path)
-        data = orjson.dumps(json) if json is not None else None
+        data = encode_json(json, self.provider) if json is not None else None
         headers = dict(self._post_headers if data is not None else self.headers)
         headers["Accept"] = "text/event-stream" if kind == "sse" else "application/x-ndjson"
         params: Mapping[str, Any] | None = None
@@ -293,19 +318,29 @@ class HTTPTransport:
                     await hooks.attempt("request", self.provider, model, attempt)
                 await limiter.acquire()
                 held = True
+                if self._closed():  # closed while this stream waited for a slot or a retry
+                    limiter.release()
+                    held = False
+                    error_type = "stream_error"
+                    raise self._closed_error(True)
                 resp: aiohttp.ClientResponse | None = None
                 err: LLMError | None = None
                 ticket: Ticket | None = None
                 try:
-                    ticket = await self.rate_limiter.acquire(json, attempt > 0)
+                    ticket = await self.inflight.interruptible(
+                        self.rate_limiter.acquire(json, attempt > 0), lambda: self._closed_error(True)
+                    )
                     resp = await self._open(
                         method, url, data, headers, model, params, timeout, ticket
                     )
+                    self.inflight.track(resp)
                     parser = SSEParser() if kind == "sse" else NDJSONParser()
+                    # NDJSON lazily: the lines before a malformed one still reach the
+                    # consumer (SSE events are decoded in ``parse``, one at a time)
+                    feed = parser.feed if kind == "sse" else parser.iter_feed
                     final: Any = _NO_EVENT
                     async for chunk in resp.content.iter_any():
-                        # lazily: the events before a malformed line still reach the consumer
-                        for ev in parser.iter_feed(chunk):
+                        for ev in feed(chunk):
                             last = is_last(ev)
                             item = ev if parse is None else parse(ev)
                             if last:
@@ -345,6 +380,7 @@ class HTTPTransport:
                     yielded = True
                     yield final
                     await await_body_end(resp)
+                    self.inflight.untrack(resp)  # nothing of a finished stream stays behind
                     finish_response(resp, complete=True)
                     resp = None
                     return
@@ -354,7 +390,7 @@ class HTTPTransport:
                 except LLMError as exc:
                     err = exc
                 except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                    err = self._client_error(exc, url, stream=yielded)
+                    err = self._client_error(exc, url, stream=yielded, streaming=True)
                     if yielded and not isinstance(err, StreamError):
                         # a read timeout stays a timeout too (StreamTimeoutError)
                         cls = StreamTimeoutError if isinstance(err, LLMTimeoutError) else StreamError
@@ -365,11 +401,14 @@ class HTTPTransport:
                 finally:
                     self.rate_limiter.release(ticket)
                     if resp is not None:
+                        self.inflight.untrack(resp)
                         finish_response(resp, complete=error_type is None)
                     if held:
                         limiter.release()
                 assert err is not None
-                if yielded or not policy.should_retry(err, attempt):
+                if self._closed() and isinstance(err, ConfigError):
+                    err = self._closed_error(True)  # no new pool for the next attempt
+                if yielded or self._closed() or not policy.should_retry(err, attempt):
                     error_type = err.type
                     if hooks is not None:
                         duration = time.perf_counter() - started
@@ -382,7 +421,7 @@ class HTTPTransport:
                     await hooks.attempt("retry", self.provider, model, attempt, error=err, delay=delay)
                 attempt += 1
                 metrics.retry()
-                await asyncio.sleep(delay)
+                await self.inflight.pause(delay)
         finally:
             if error_type is None or stopped_early:
                 metrics.finish(time.perf_counter() - started)
@@ -409,10 +448,10 @@ class HTTPTransport:
                     timeout=timeout or self._stream_timeout,
                 )
             except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-                if resend and undelivered(exc, session, opened) and not self.sessions.closed:
+                if resend and undelivered(exc, session, opened) and not self._closed():
                     continue  # a stale pooled connection: the server never saw this request
                 self.rate_limiter.observe(ticket, None, None)
-                error = self._client_error(exc, url, stream=False)
+                error = self._client_error(exc, url, stream=False, streaming=True)
             else:
                 if resp.status < 400:
                     self.rate_limiter.observe(ticket, resp.headers, resp.status)
@@ -425,12 +464,15 @@ class HTTPTransport:
     async def _error_response(
         self, resp: aiohttp.ClientResponse, url: str, model: str | None
     ) -> LLMError:
+        self.inflight.track(resp)
         try:
             body = await read_bounded(resp, self.max_response_bytes, self.provider)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             resp.close()
-            error = self._client_error(exc, url, stream=False)
+            error = self._client_error(exc, url, stream=False, streaming=True)
+            self.inflight.untrack(resp)
         else:
+            self.inflight.untrack(resp)
             resp.release()
             return error_from_response(
                 resp.status,

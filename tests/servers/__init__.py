@@ -6,7 +6,9 @@ Quick use::
         srv.state.add_fault("status", status=429, headers={"Retry-After": "0"})
         ...
 
-See ``base`` for the fault kinds.
+See ``base`` for the fault kinds. ``serve_openai_batch()`` adds OpenAI's Files and Batch API
+to the OpenAI server (``openai_batch_server``; ``srv.batch`` holds its files, batches and
+clock).
 """
 
 from __future__ import annotations
@@ -39,7 +41,21 @@ from .base import (
 )
 from .hf_server import DEFAULT_HF_MODELS, default_hub_models, make_hf_app, make_tgi_app
 from .ollama_server import DEFAULT_OLLAMA_MODELS, make_ollama_app, normalize_model
-from .openai_server import DEFAULT_OPENAI_MODELS, make_openai_app
+from .openai_batch_server import (
+    BatchServerHandle,
+    BatchState,
+    FastClock,
+    make_openai_batch_app,
+    serve_openai_batch,
+)
+from .openai_chat import ChatDialect
+from .openai_server import (
+    DEFAULT_OPENAI_MODELS,
+    OLLAMA_OPENAI_DIALECT,
+    VLLM_DIALECT,
+    make_openai_app,
+    make_vllm_app,
+)
 
 
 @dataclass
@@ -75,8 +91,17 @@ def assert_spec_conformant(state: ServerState) -> None:
         )
 
 
-def serve_openai(state: ServerState | None = None) -> AbstractAsyncContextManager[ServerHandle]:
-    return serve(make_openai_app, state, "/v1")
+def serve_openai(
+    state: ServerState | None = None, dialect: ChatDialect | None = None
+) -> AbstractAsyncContextManager[ServerHandle]:
+    if dialect is None:
+        return serve(make_openai_app, state, "/v1")
+    return serve(lambda st: make_openai_app(st, dialect), state, "/v1")
+
+
+def serve_vllm(state: ServerState | None = None) -> AbstractAsyncContextManager[ServerHandle]:
+    """vLLM 0.32's OpenAI-compatible server (``.url`` ends in ``/v1``)."""
+    return serve(make_vllm_app, state, "/v1")
 
 
 def serve_ollama(state: ServerState | None = None) -> AbstractAsyncContextManager[ServerHandle]:
@@ -97,8 +122,14 @@ __all__ = [
     "DEFAULT_OLLAMA_MODELS",
     "DEFAULT_OPENAI_MODELS",
     "FAULT_KINDS",
+    "OLLAMA_OPENAI_DIALECT",
     "STREAM_ONLY_KINDS",
+    "VLLM_DIALECT",
+    "BatchServerHandle",
+    "BatchState",
+    "ChatDialect",
     "EventWriter",
+    "FastClock",
     "Fault",
     "RecordedRequest",
     "ServerHandle",
@@ -110,7 +141,9 @@ __all__ = [
     "make_hf_app",
     "make_ollama_app",
     "make_openai_app",
+    "make_openai_batch_app",
     "make_tgi_app",
+    "make_vllm_app",
     "normalize_model",
     "ollama_error_body",
     "openai_error_body",
@@ -122,7 +155,9 @@ __all__ = [
     "serve_hf",
     "serve_ollama",
     "serve_openai",
+    "serve_openai_batch",
     "serve_tgi",
+    "serve_vllm",
     "status_fault",
     "tgi_error_body",
 ]

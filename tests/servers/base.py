@@ -192,6 +192,11 @@ class ServerState:
     # when this is not empty. ``validate_spec=False`` only for benchmarks.
     spec_violations: list[str] = field(default_factory=list)
     validate_spec: bool = True
+    # What the server wrote to its own log (vLLM: the request fields it ignored).
+    log: list[str] = field(default_factory=list)
+    # Parallel tool calls: each entry (arguments as a dict, or a str sent verbatim) is one
+    # call of the chosen tool, in order; None: one call (``tool_arguments``).
+    parallel_tool_arguments: list[Any] | None = None
     _counter: int = 0
 
     # -- faults
@@ -526,6 +531,15 @@ def install_middleware(app: web.Application, state: ServerState, spec: ProviderS
                 )
             )
         endpoint = _endpoint(request) if state.validate_spec else None
+        if endpoint is not None and body is not _INVALID and endpoint.ignores_unknown_fields:
+            ignored = spec_validation.unknown_fields(endpoint.request, body)
+            if ignored:  # what vLLM logs, and then does as if they were not there
+                state.log.append(
+                    "The following fields were present in the request but ignored: "
+                    + ", ".join(ignored)
+                )
+                body = {k: v for k, v in body.items() if k not in ignored}
+                request[JSON_KEY] = body
         if endpoint is not None and body is not _INVALID and not spec_validation.exemption():
             problem = spec_validation.schema_errors(endpoint.request, body)
             if problem is not None:

@@ -16,6 +16,10 @@ Behaviour beyond the echo reply (all deterministic):
   run of leading messages seen in an earlier request to the same server.
 * A chosen custom tool (``{"type": "custom", ...}``) is called with ``type: "custom"`` and
   a text ``input`` (``state.tool_arguments`` when a string).
+* ``state.parallel_tool_arguments``: one call of the chosen tool per entry (parallel tool
+  calls), at indexes 0, 1, ... of ``tool_calls``.
+* A :class:`ChatDialect` says what another OpenAI-compatible server does differently
+  (vLLM's is in :mod:`tests.servers.openai_vllm`).
 """
 
 from __future__ import annotations
@@ -71,17 +75,48 @@ class ToolCallPlan:
 @dataclass
 class ChoicePlan:
     text: str | None
-    tool_call: ToolCallPlan | None = None
+    tool_calls: list[ToolCallPlan] = field(default_factory=list)
     refusal: str | None = None
     reasoning: str | None = None
     finish_reason: str = "stop"
 
     @property
     def completion_tokens(self) -> int:
-        if self.tool_call is not None:
-            return max(1, count_words(self.tool_call.arguments))
+        if self.tool_calls:
+            return sum(max(1, count_words(c.arguments)) for c in self.tool_calls)
         words = count_words(self.text or self.refusal or "")
         return words + count_words(self.reasoning or "")
+
+
+@dataclass(frozen=True)
+class ChatDialect:
+    """What an OpenAI-compatible server's chat endpoint does differently from OpenAI's
+    own API. The defaults are OpenAI's."""
+
+    name: str = "openai"
+    # The message field of reasoning text for a model (None: the model does not reason).
+    reasoning_field: Callable[[str], str | None] | None = None
+    # More request checks: an error response, or None when the request is fine.
+    check: Callable[[ServerState, dict[str, Any]], web.Response | None] | None = None
+    # The text a decoding constraint of the request forces (None: no constraint; then
+    # ``response_format`` applies as on OpenAI).
+    constrained_text: Callable[[dict[str, Any]], str | None] | None = None
+    # Only a tool with ``strict: true`` gets arguments that follow its schema; the others
+    # get ``state.tool_arguments`` (what an unconstrained model writes).
+    strict_tools_constrained: bool = False
+    # Streams: each tool call whole in one chunk under ``index: 0`` with its own id
+    # (Ollama's OpenAI-compatible endpoint).
+    whole_tool_calls_at_index0: bool = False
+    tool_call_id_prefix: str = "call_"
+    # Fields added to every choice / to the body; the usage object from OpenAI's.
+    choice_extra: dict[str, Any] = field(default_factory=dict)
+    body_extra: dict[str, Any] = field(default_factory=dict)
+    usage: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # Stream chunks carry ``service_tier`` and ``system_fingerprint`` (OpenAI does).
+    chunk_fingerprint: bool = True
+
+
+OPENAI_DIALECT = ChatDialect()
 
 
 @dataclass
@@ -94,6 +129,7 @@ class ChatPlan:
     logprobs: bool = False
     top_logprobs: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    dialect: ChatDialect = OPENAI_DIALECT
 
     @property
     def n(self) -> int:
@@ -201,22 +237,56 @@ def _reasoning_field(model: str) -> str | None:
     return None
 
 
+def _is_strict(tools: JSON, name: str) -> bool:
+    for tool in tools if isinstance(tools, list) else ():
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(fn, dict) and fn.get("name") == name:
+            return fn.get("strict") is True
+    return False
+
+
+def _arguments(
+    state: ServerState, dialect: ChatDialect, tools: JSON, name: str, params: JSON, given: Any
+) -> str:
+    if dialect.strict_tools_constrained and _is_strict(tools, name):
+        return orjson.dumps(schema_instance(params) if isinstance(params, dict) else {}).decode()
+    if isinstance(given, str):
+        return given
+    if given is not None:
+        return orjson.dumps(given).decode()
+    return tool_arguments_for(state, params)[0]
+
+
+def _tool_calls(
+    state: ServerState, dialect: ChatDialect, body: dict[str, Any], chosen: tuple[str, JSON, bool]
+) -> list[ToolCallPlan]:
+    name, params, custom = chosen
+    if custom:
+        text = state.tool_arguments if isinstance(state.tool_arguments, str) else "input text"
+        return [ToolCallPlan(f"call_{state.next_id():08d}", name, text, True)]
+    given = state.parallel_tool_arguments or [state.tool_arguments]
+    return [
+        ToolCallPlan(
+            f"{dialect.tool_call_id_prefix}{state.next_id():08d}", name,
+            _arguments(state, dialect, body.get("tools"), name, params, args),
+        )
+        for args in given
+    ]
+
+
 def _choice_plan(
     state: ServerState, body: dict[str, Any], messages: list[JSON], index: int,
-    reasoning: str | None, limit: int | None,
+    reasoning: str | None, limit: int | None, dialect: ChatDialect = OPENAI_DIALECT,
 ) -> ChoicePlan:
     chosen = _choose(body.get("tools"), body.get("tool_choice"), messages)
     if chosen is not None:
-        name, params, custom = chosen
-        if custom:
-            args = state.tool_arguments if isinstance(state.tool_arguments, str) else "input text"
-        else:
-            args, _ = tool_arguments_for(state, params)
-        call = ToolCallPlan(f"call_{state.next_id():08d}", name, args, custom)
-        return ChoicePlan(None, call, reasoning=reasoning, finish_reason="tool_calls")
+        calls = _tool_calls(state, dialect, body, chosen)
+        return ChoicePlan(None, calls, reasoning=reasoning, finish_reason="tool_calls")
     if _last_user_text(messages).lower().startswith("refuse"):
         return ChoicePlan(None, refusal=REFUSAL_TEXT, reasoning=reasoning)
-    text = structured_reply(body.get("response_format"))
+    text = dialect.constrained_text(body) if dialect.constrained_text is not None else None
+    if text is None:
+        text = structured_reply(body.get("response_format"))
     if text is None:
         text = default_reply(state, messages)
         if index:
@@ -226,7 +296,8 @@ def _choice_plan(
 
 
 def plan_chat(
-    state: ServerState, body: JSON, errors: ChatErrors, cache: set[str] | None = None
+    state: ServerState, body: JSON, errors: ChatErrors, cache: set[str] | None = None,
+    dialect: ChatDialect = OPENAI_DIALECT,
 ) -> ChatPlan | web.Response:
     if not json_ok(body) or not isinstance(body, dict):
         return errors.invalid_json()
@@ -249,21 +320,26 @@ def plan_chat(
     prompt_tokens = messages_words(messages)
     if prompt_tokens > state.context_length:
         return errors.context_length(state.context_length, prompt_tokens)
+    if dialect.check is not None:
+        problem = dialect.check(state, body)
+        if problem is not None:
+            return problem
     limit = body.get("max_completion_tokens", body.get("max_tokens"))
     limit = limit if isinstance(limit, int) else None
     n_raw = body.get("n")
     n = n_raw if isinstance(n_raw, int) and n_raw > 0 else 1
-    field_name = _reasoning_field(model)
+    field_name = (dialect.reasoning_field or _reasoning_field)(model)
     reasoning = f"The user wrote {count_words(_last_user_text(messages))} words." if field_name else None
     top = body.get("top_logprobs")
     return ChatPlan(
         model,
-        [_choice_plan(state, body, messages, i, reasoning, limit) for i in range(n)],
+        [_choice_plan(state, body, messages, i, reasoning, limit, dialect) for i in range(n)],
         prompt_tokens,
         cached_tokens=_cached_words(cache, messages) if cache is not None else 0,
         reasoning_field=field_name,
         logprobs=body.get("logprobs") is True,
         top_logprobs=top if isinstance(top, int) and 0 < top <= 20 else 0,
+        dialect=dialect,
     )
 
 
@@ -273,7 +349,7 @@ def plan_chat(
 def usage_body(plan: ChatPlan) -> dict[str, Any]:
     completion = sum(c.completion_tokens for c in plan.choices)
     reasoning = sum(count_words(c.reasoning or "") for c in plan.choices)
-    return {
+    usage = {
         "prompt_tokens": plan.prompt_tokens,
         "completion_tokens": completion,
         "total_tokens": plan.prompt_tokens + completion,
@@ -285,6 +361,7 @@ def usage_body(plan: ChatPlan) -> dict[str, Any]:
             "rejected_prediction_tokens": 0,
         },
     }
+    return plan.dialect.usage(usage) if plan.dialect.usage is not None else usage
 
 
 def token_logprobs(text: str, top: int) -> list[dict[str, Any]]:
@@ -328,13 +405,13 @@ def _message(plan: ChatPlan, choice: ChoicePlan) -> dict[str, Any]:
     }
     if plan.reasoning_field and choice.reasoning is not None:
         message[plan.reasoning_field] = choice.reasoning
-    if choice.tool_call is not None:
-        message["tool_calls"] = [_tool_call_body(choice.tool_call)]
+    if choice.tool_calls:
+        message["tool_calls"] = [_tool_call_body(call) for call in choice.tool_calls]
     return message
 
 
 def chat_completion_body(plan: ChatPlan, completion_id: str) -> dict[str, Any]:
-    return {
+    body = {
         "id": completion_id,
         "object": "chat.completion",
         "created": CREATED_TS,
@@ -345,6 +422,7 @@ def chat_completion_body(plan: ChatPlan, completion_id: str) -> dict[str, Any]:
                 "message": _message(plan, c),
                 "logprobs": _logprobs(plan, c.text),
                 "finish_reason": c.finish_reason,
+                **plan.dialect.choice_extra,
             }
             for i, c in enumerate(plan.choices)
         ],
@@ -352,3 +430,5 @@ def chat_completion_body(plan: ChatPlan, completion_id: str) -> dict[str, Any]:
         "service_tier": "default",
         "system_fingerprint": "fp_llmkit_test",
     }
+    body.update(plan.dialect.body_extra)
+    return body

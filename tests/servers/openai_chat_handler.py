@@ -18,9 +18,12 @@ from .base import (
     split_pieces,
 )
 from .openai_chat import (
+    OPENAI_DIALECT,
+    ChatDialect,
     ChatErrors,
     ChatPlan,
     ChoicePlan,
+    ToolCallPlan,
     chat_completion_body,
     plan_chat,
     token_logprobs,
@@ -35,22 +38,35 @@ def _split_arguments(args: str, parts: int = 3) -> list[str]:
     return [args[i : i + step] for i in range(0, len(args), step)]
 
 
+def _call_deltas(plan: ChatPlan, calls: list[ToolCallPlan]) -> list[dict[str, Any]]:
+    """The deltas of a choice's tool calls: each call's id and name, then its arguments in
+    pieces, at its own index; or (:attr:`ChatDialect.whole_tool_calls_at_index0`) each call
+    whole in one delta, all under index 0."""
+    out: list[dict[str, Any]] = []
+    for i, call in enumerate(calls):
+        head = {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        if plan.dialect.whole_tool_calls_at_index0:
+            head["function"]["arguments"] = call.arguments
+            out.append({"tool_calls": [{"index": 0, **head}]})
+            continue
+        out.append({"tool_calls": [{"index": i, **head}]})
+        for piece in _split_arguments(call.arguments):
+            out.append({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
+    return out
+
+
 def _choice_deltas(plan: ChatPlan, c: ChoicePlan) -> list[tuple[dict[str, Any], Any]]:
     """(delta, logprobs) of one choice, in order, before its finishing chunk."""
     out: list[tuple[dict[str, Any], Any]] = []
-    first: dict[str, Any] = {"role": "assistant", "content": "" if c.tool_call is None else None, "refusal": None}
-    if c.tool_call is not None:
-        call = c.tool_call
-        first["tool_calls"] = [
-            {"index": 0, "id": call.id, "type": "function",
-             "function": {"name": call.name, "arguments": ""}}
-        ]
+    first: dict[str, Any] = {"role": "assistant", "content": None if c.tool_calls else "", "refusal": None}
+    calls = _call_deltas(plan, c.tool_calls)
+    if calls and not plan.dialect.whole_tool_calls_at_index0:
+        first["tool_calls"] = calls.pop(0)["tool_calls"]  # the first call's id and name
     out.append((first, None))
     if plan.reasoning_field and c.reasoning:
         out.extend(({plan.reasoning_field: piece}, None) for piece in split_pieces(c.reasoning))
-    if c.tool_call is not None:
-        for piece in _split_arguments(c.tool_call.arguments):
-            out.append(({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None))
+    if c.tool_calls:
+        out.extend((d, None) for d in calls)
     elif c.refusal is not None:
         out.extend(({"refusal": piece}, None) for piece in split_pieces(c.refusal))
     else:
@@ -74,10 +90,11 @@ async def stream_chat(
             "object": "chat.completion.chunk",
             "created": CREATED_TS,
             "model": plan.model,
-            "service_tier": "default",
-            "system_fingerprint": "fp_llmkit_test",
             "choices": choices,
         }
+        if plan.dialect.chunk_fingerprint:
+            out["service_tier"] = "default"
+            out["system_fingerprint"] = "fp_llmkit_test"
         if include_usage:
             out["usage"] = None
         return out
@@ -96,7 +113,8 @@ async def stream_chat(
     await writer.start()
     # the choices' chunks interleaved, as servers generating them together send them
     per_choice = [
-        [delta(d, i, None, lp) for d, lp in _choice_deltas(plan, c)] + [delta({}, i, c.finish_reason)]
+        [delta(d, i, None, lp) for d, lp in _choice_deltas(plan, c)]
+        + [{**delta({}, i, c.finish_reason), **plan.dialect.choice_extra}]
         for i, c in enumerate(plan.choices)
     ]
     longest = max(len(items) for items in per_choice)
@@ -116,12 +134,14 @@ async def stream_chat(
     return await writer.finish(final)
 
 
-def make_chat_handler(state: ServerState, errors: ChatErrors) -> Callable[[web.Request], Any]:
+def make_chat_handler(
+    state: ServerState, errors: ChatErrors, dialect: ChatDialect = OPENAI_DIALECT
+) -> Callable[[web.Request], Any]:
     prompt_cache: set[str] = set()  # prefixes this server has seen (prompt caching)
 
     async def handler(request: web.Request) -> web.StreamResponse:
         body = get_json(request)
-        plan = plan_chat(state, body, errors, prompt_cache)
+        plan = plan_chat(state, body, errors, prompt_cache, dialect)
         if isinstance(plan, web.Response):
             return plan
         if body.get("stream") is True:

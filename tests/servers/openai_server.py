@@ -19,6 +19,8 @@ Behaviour (all deterministic):
   caching and custom tool calls: see :mod:`tests.servers.openai_chat`.
 * Model ``missing-model`` -> 404 ``model_not_found``; more than ``state.context_length``
   prompt words -> 400 ``context_length_exceeded``.
+* ``POST /v1/responses``, ``GET /v1/responses/{id}`` (the Responses API): see
+  :mod:`tests.servers.openai_responses`.
 * ``POST /v1/embeddings``, ``POST /v1/completions``, ``GET /v1/models``,
   ``GET /v1/models/{id}`` (a model id starting with ``vllm/`` has vLLM's
   ``max_model_len`` = ``state.context_length``).
@@ -50,18 +52,39 @@ from .base import (
     split_pieces,
     truncate_words,
 )
-from .openai_chat import MISSING_MODEL, ChatErrors, choose_tool, default_reply, structured_reply
+from .openai_chat import (
+    MISSING_MODEL,
+    OPENAI_DIALECT,
+    ChatDialect,
+    ChatErrors,
+    choose_tool,
+    default_reply,
+    structured_reply,
+)
 from .openai_chat_handler import make_chat_handler
+from .openai_responses import add_responses_routes
+from .openai_vllm import (
+    OLLAMA_OPENAI_DIALECT,
+    VLLM_CHAT_ERRORS,
+    VLLM_DIALECT,
+    vllm_auth_error,
+    vllm_embedding_too_long,
+    vllm_model_card,
+    vllm_status_body,
+)
 
 # the chat planning helpers the other servers use
 __all__ = [
     "DEFAULT_OPENAI_MODELS",
     "MISSING_MODEL",
+    "OLLAMA_OPENAI_DIALECT",
+    "VLLM_DIALECT",
     "ChatErrors",
     "choose_tool",
     "default_reply",
     "make_chat_handler",
     "make_openai_app",
+    "make_vllm_app",
     "structured_reply",
 ]
 
@@ -195,18 +218,41 @@ def _inputs(raw: JSON) -> list[str] | None:
     return None
 
 
-def make_openai_app(state: ServerState | None = None) -> web.Application:
-    """Build the OpenAI-compatible app (routes under ``/v1``)."""
+def make_openai_app(
+    state: ServerState | None = None, dialect: ChatDialect = OPENAI_DIALECT
+) -> web.Application:
+    """Build the OpenAI-compatible app (routes under ``/v1``); ``dialect`` says how its chat
+    endpoint differs from OpenAI's (e.g. :data:`OLLAMA_OPENAI_DIALECT`)."""
     state = state if state is not None else ServerState()
     if state.models is None:
         state.models = list(DEFAULT_OPENAI_MODELS)
     app = new_application()
     install_middleware(app, state, _openai_spec(state))
-    add_openai_routes(app, state, prefix="/v1")
+    add_openai_routes(app, state, prefix="/v1", dialect=dialect)
     return app
 
 
-def add_openai_routes(app: web.Application, state: ServerState, prefix: str = "/v1") -> None:
+def make_vllm_app(state: ServerState | None = None) -> web.Application:
+    """vLLM's OpenAI-compatible server (see :mod:`tests.servers.openai_vllm`)."""
+    state = state if state is not None else ServerState()
+    if state.models is None:
+        state.models = ["meta-llama/Llama-3.2-1B-Instruct", "Qwen/Qwen3-0.6B"]
+    app = new_application()
+    install_middleware(app, state, _vllm_spec())
+    add_openai_routes(app, state, prefix="/v1", dialect=VLLM_DIALECT, errors=VLLM_CHAT_ERRORS)
+    return app
+
+
+def add_openai_routes(
+    app: web.Application,
+    state: ServerState,
+    prefix: str = "/v1",
+    *,
+    dialect: ChatDialect = OPENAI_DIALECT,
+    errors: ChatErrors = OPENAI_CHAT_ERRORS,
+) -> None:
+    vllm = dialect is VLLM_DIALECT
+
     async def embeddings(request: web.Request) -> web.Response:
         body = get_json(request)
         if not json_ok(body) or not isinstance(body, dict):
@@ -224,6 +270,8 @@ def add_openai_routes(app: web.Application, state: ServerState, prefix: str = "/
         if model == MISSING_MODEL:
             return OPENAI_CHAT_ERRORS.model_not_found(model)
         texts = _inputs(body.get("input"))
+        if vllm and texts is not None and (too_long := vllm_embedding_too_long(state, texts)):
+            return too_long
         if texts is None or any(t == "" for t in texts):
             return openai_error(
                 400,
@@ -313,6 +361,8 @@ def add_openai_routes(app: web.Application, state: ServerState, prefix: str = "/
         return json_response(full)
 
     def model_obj(model_id: str) -> dict[str, Any]:
+        if vllm:
+            return vllm_model_card(model_id, state)
         obj: dict[str, Any] = {
             "id": model_id, "object": "model", "created": 1686935002, "owned_by": "system",
         }
@@ -326,6 +376,8 @@ def add_openai_routes(app: web.Application, state: ServerState, prefix: str = "/
     async def get_model(request: web.Request) -> web.Response:
         model_id = request.match_info["model"]
         if model_id not in (state.models or []):
+            if vllm:
+                return VLLM_CHAT_ERRORS.model_not_found(model_id)
             return openai_error(
                 404,
                 f"The model '{model_id}' does not exist",
@@ -335,7 +387,8 @@ def add_openai_routes(app: web.Application, state: ServerState, prefix: str = "/
             )
         return json_response(model_obj(model_id))
 
-    app.router.add_post(f"{prefix}/chat/completions", make_chat_handler(state, OPENAI_CHAT_ERRORS))
+    app.router.add_post(f"{prefix}/chat/completions", make_chat_handler(state, errors, dialect))
+    add_responses_routes(app, state, OPENAI_CHAT_ERRORS, prefix)
     app.router.add_post(f"{prefix}/embeddings", embeddings)
     app.router.add_post(f"{prefix}/completions", completions)
     app.router.add_get(f"{prefix}/models", list_models)
@@ -357,6 +410,17 @@ def _openai_huge(path: str, body: JSON) -> tuple[bytes, bytes]:
     )
     suffix = b'"},"logprobs":null,"finish_reason":"stop"}],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}'
     return prefix, suffix
+
+
+def _vllm_spec() -> ProviderSpec:
+    return ProviderSpec(
+        name="vllm",
+        error_body=vllm_status_body,
+        auth_error=vllm_auth_error,
+        is_stream=lambda path, body: isinstance(body, dict) and body.get("stream") is True,
+        huge_template=_openai_huge,
+        response_headers=lambda st: {"x-request-id": f"{st.total_requests:032x}"},
+    )
 
 
 def _openai_spec(state: ServerState) -> ProviderSpec:

@@ -43,7 +43,7 @@ from contextlib import aclosing
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from llmkit.base import _check_texts, parse_structured
+from llmkit.base import PromptCache, _check_texts, parse_structured
 from llmkit.core.config import LLMConfig
 from llmkit.core.errors import (
     ConfigError,
@@ -61,6 +61,7 @@ from llmkit.providers.huggingface import hub as hf_hub
 from llmkit.providers.huggingface import router as hf_router
 from llmkit.providers.huggingface import tgi as hf_tgi
 from llmkit.providers.huggingface.hub import extract_code
+from llmkit.providers.huggingface.local_mode import LocalMode
 from llmkit.providers.huggingface.server_api import HFServerAPI
 from llmkit.providers.huggingface.tgi import render_prompt
 
@@ -107,7 +108,7 @@ class HuggingFaceLLM(HFServerAPI):
             self._api = "router"
         self._hub = self._make_transport(self._hub_base(), self._auth_headers(self.config.key()))
         self._mappings: dict[str, dict[str, Any]] = {}
-        self._local = None
+        self._local_mode = LocalMode(self)
 
     # ------------------------------------------------------------------ configuration
 
@@ -142,6 +143,10 @@ class HuggingFaceLLM(HFServerAPI):
     def attempts_through_transport(self) -> bool:
         return not self._use_local  # local mode: the call layer takes the slot per call
 
+    def _reply_scope(self) -> str:
+        """Where calls run, for the reply cache's key (the config does not say it)."""
+        return "local" if self._use_local else "api"
+
     def set_use_local(self, use_local: bool) -> None:
         """Switch between local inference and the remote API."""
         self._use_local = bool(use_local)
@@ -158,8 +163,8 @@ class HuggingFaceLLM(HFServerAPI):
         **options: Any,
     ) -> ChatResponse:
         if self._use_local:
-            return await self._local_chat(
-                messages, tools=tools, response_format=response_format, **options
+            return await self._local_mode.chat(
+                messages, tools=tools, response_format=response_format, options=options
             )
         api = await self._resolve_api()
         if api == "tgi":
@@ -169,7 +174,7 @@ class HuggingFaceLLM(HFServerAPI):
             response = await super().chat(messages, tools=tools, tool_choice=tool_choice, **options)
             if response_format is not None:
                 response.parsed = parse_structured(
-                    response.content, model_cls or response_format, self.provider
+                    response.content, model_cls or response_format, self.provider, response
                 )
             return response
         return await super().chat(
@@ -188,7 +193,7 @@ class HuggingFaceLLM(HFServerAPI):
     ) -> AsyncGenerator[StreamChunk, None]:
         gen: AsyncGenerator[StreamChunk, None]
         if self._use_local:
-            gen = self._local_stream(messages, tools=tools, **options)
+            gen = self._local_mode.stream(messages, tools=tools, options=options)
         else:
             api = await self._resolve_api()
             if api == "tgi":
@@ -225,8 +230,7 @@ class HuggingFaceLLM(HFServerAPI):
             items = _check_texts(texts)
             if not items:
                 return []
-            with self._local_errors():
-                return await self._local_backend().embed(items)
+            return await self._local_mode.embed(items)
         return await super().embed_batch(texts)
 
     async def _embed_request(self, texts: list[str]) -> list[list[float]]:
@@ -290,12 +294,39 @@ class HuggingFaceLLM(HFServerAPI):
         text = await self.generate(messages, **options)
         return extract_code(text, lang)
 
+    # ------------------------------------------------------------------ local mode
+
+    def _local_backend(self) -> Any:
+        """The local backend (built, not loaded)."""
+        return self._local_mode.backend()
+
+    def supports_batching(self) -> bool:
+        return self._use_local
+
+    async def build_cache(self, prefix_messages: MessagesInput) -> PromptCache:
+        """Process a conversation prefix once (local mode) for :meth:`generate_with_cache`."""
+        if not self._use_local:
+            raise NotSupportedError(
+                "prompt caches need local mode (base_url='local')", provider=self.provider
+            )
+        return await self._local_mode.build_cache(prefix_messages)
+
+    async def generate_with_cache(
+        self, messages: MessagesInput, cache: PromptCache, **options: Any
+    ) -> str:
+        """Generate for ``messages`` (the full conversation, starting with the cached
+        prefix) reusing the prefix's KV cache. Local mode only."""
+        if not self._use_local:
+            raise NotSupportedError(
+                "prompt caches need local mode (base_url='local')", provider=self.provider
+            )
+        return await self._local_mode.generate_with_cache(messages, cache, options)
+
     # ------------------------------------------------------------------ health, info
 
     async def health_check(self) -> None:
         if self._use_local:
-            with self._local_errors():
-                await self._local_backend().load()
+            await self._local_mode.load()
             return
         api = await self._resolve_api()
         timeout = min(self.config.timeout, 10.0)
@@ -308,7 +339,7 @@ class HuggingFaceLLM(HFServerAPI):
         """Capabilities of the mode in use (exact once the API is resolved: after the first
         call or :meth:`health_check`), and the context length from TGI's ``/info``."""
         if self._use_local:
-            info = self._local_backend().info()
+            info = self._local_mode.info()
             return ModelInfo(
                 provider=self.provider,
                 model=self.model,
@@ -345,8 +376,6 @@ class HuggingFaceLLM(HFServerAPI):
     async def aclose(self) -> None:
         try:
             await self._hub.aclose()
-            if self._local is not None:
-                local, self._local = self._local, None
-                await local.aclose()
+            await self._local_mode.aclose()
         finally:
             await super().aclose()

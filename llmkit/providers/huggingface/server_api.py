@@ -12,15 +12,16 @@ from typing import Any
 
 from llmkit.core.errors import InvalidRequestError, LLMError, NotSupportedError
 from llmkit.core.options import ClientOptions
+from llmkit.core.structured import parse_structured
 from llmkit.core.types import ChatResponse, MessagesInput, StreamChunk, normalize_messages
 from llmkit.providers.huggingface import tgi as hf_tgi
-from llmkit.providers.huggingface.local_mode import HFLocalMode
 from llmkit.providers.huggingface.tgi import TGILimits
+from llmkit.providers.openai.client import OpenAICompatible
 
 __all__ = ["HFServerAPI"]
 
 
-class HFServerAPI(HFLocalMode):
+class HFServerAPI(OpenAICompatible):
     """API detection and TGI calls; ``_api`` is set by the subclass when it is known from
     the configuration (the router), else resolved on first use."""
 
@@ -115,10 +116,13 @@ class HFServerAPI(HFLocalMode):
             body.update(client.extra_body)
         data = await self._http.request("POST", "generate", json=body, model=self.model, client=client)
         response = hf_tgi.generate_response(
-            data, stops, self.model, self.provider, response_format, model_cls,
-            bool(send.get("logprobs")),
+            data, stops, self.model, self.provider, None, None, bool(send.get("logprobs"))
         )
-        self._record_usage(response.usage)
+        self._record_usage(response.usage)  # counted also when the reply does not validate
+        if response_format is not None:
+            response.parsed = parse_structured(
+                response.content, model_cls or response_format, self.provider, response
+            )
         return response
 
     async def _tgi_stream(

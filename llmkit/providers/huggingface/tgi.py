@@ -225,7 +225,7 @@ def generate_response(
         logprobs=_token_logprobs(details.get("tokens")) if want_logprobs else None,
     )
     if response_format is not None:
-        response.parsed = parse_structured(text, model_cls or response_format, provider)
+        response.parsed = parse_structured(text, model_cls or response_format, provider, response)
     return response
 
 

@@ -9,8 +9,6 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar
 
-import orjson
-
 from llmkit.base import parse_structured
 from llmkit.core.config import normalize_ollama_host
 from llmkit.core.errors import InvalidRequestError, StreamError
@@ -154,7 +152,9 @@ class OllamaLLM(OllamaModelAPI):
         response = chat_response(data, model, self.provider)
         self._record_usage(response.usage)
         if structured and not response.tool_calls:
-            response.parsed = parse_structured(response.content, model_cls, self.provider)
+            response.parsed = parse_structured(
+                response.content, model_cls, self.provider, response
+            )
         return response
 
     async def chat_stream(
@@ -304,7 +304,7 @@ async def _chunks(
                         deltas.append(
                             ToolCallDelta.model_construct(
                                 index=i, id=call.id, name=call.name,
-                                arguments=orjson.dumps(call.arguments).decode(),
+                                arguments=call.raw_arguments,
                             )
                         )
                     calls.extend(new)

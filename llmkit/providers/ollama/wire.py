@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
 
 from llmkit.core.errors import InvalidRequestError, StreamError
-from llmkit.core.tools import model_schema, normalize_tool_choice
+from llmkit.core.tools import model_schema, normalize_tool_choice, tool_call
 from llmkit.core.types import ChatResponse, Message, StreamChunk, ToolCall, Usage
 from llmkit.http.error_mapping import error_from_payload
 
@@ -266,57 +265,31 @@ def finish_reason(data: Mapping[str, Any], called_tools: bool) -> str:
     return _FINISH.get(str(data.get("done_reason")), "stop")
 
 
-def _arguments(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    if isinstance(value, str) and value.strip():
-        try:
-            decoded = orjson.loads(value)
-        except orjson.JSONDecodeError:
-            return {"_raw": value}
-        return decoded if isinstance(decoded, dict) else {"_value": decoded}
-    return {}
-
-
 def tool_calls(message: Mapping[str, Any], start: int = 0) -> list[ToolCall]:
+    """The calls of a message (each whole, as Ollama sends them): arguments are an object,
+    or text that is decoded as such (kept in ``raw_arguments``, with ``arguments_error``
+    when it is not a JSON object)."""
     calls = []
     for i, tc in enumerate(message.get("tool_calls") or (), start):
         fn = tc.get("function") or {}
-        calls.append(
-            ToolCall(
-                id=str(tc.get("id") or f"call_{i}"),
-                name=str(fn.get("name", "")),
-                arguments=_arguments(fn.get("arguments")),
-            )
-        )
+        calls.append(tool_call(str(tc.get("id") or f"call_{i}"), str(fn.get("name", "")),
+                               fn.get("arguments")))
     return calls
 
 
-_new = object.__new__
-_set = object.__setattr__
 _CHUNK_DEFAULTS = {
     name: field.default for name, field in StreamChunk.model_fields.items()
     if field.default_factory is None
 }
-_CHUNK_FACTORIES = {
-    name: field.default_factory for name, field in StreamChunk.model_fields.items()
-    if field.default_factory is not None
-}
 
 
 def stream_chunk(**fields: Any) -> StreamChunk:
-    """A :class:`StreamChunk` of already well-typed values, built without validation (what
-    ``model_construct`` does, minus its per-field work): one per streamed line."""
-    chunk: StreamChunk = _new(StreamChunk)
+    """A :class:`StreamChunk` of already well-typed values, built without checks: one per
+    streamed line."""
     values = {**_CHUNK_DEFAULTS, **fields}
-    for name, factory in _CHUNK_FACTORIES.items():
-        if name not in fields:
-            values[name] = factory()  # type: ignore[call-arg]
-    _set(chunk, "__dict__", values)
-    _set(chunk, "__pydantic_fields_set__", set(fields))
-    _set(chunk, "__pydantic_extra__", None)
-    _set(chunk, "__pydantic_private__", None)
-    return chunk
+    if "tool_calls" not in fields:
+        values["tool_calls"] = []
+    return StreamChunk._trusted(values)
 
 
 def chat_response(data: Any, model: str, provider: str) -> OllamaChatResponse:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import array
 import base64
+import functools
 import os
 import sys
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -12,7 +13,13 @@ from typing import Any, ClassVar
 
 from llmkit.base import parse_structured
 from llmkit.core.config import LLMConfig
-from llmkit.core.errors import InvalidRequestError, LLMError, StreamError, register_secret
+from llmkit.core.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    LLMError,
+    StreamError,
+    register_secret,
+)
 from llmkit.core.options import ClientOptions, Unpack, resolve_options
 from llmkit.core.types import (
     Capabilities,
@@ -22,7 +29,7 @@ from llmkit.core.types import (
     StreamChunk,
     Usage,
 )
-from llmkit.http.streaming import SSEEvent
+from llmkit.http.transport import HTTPTransport
 from llmkit.providers.http_provider import HTTPProvider
 from llmkit.providers.openai.chat import (
     OPENAI_PROVIDER_OPTIONS,
@@ -33,6 +40,7 @@ from llmkit.providers.openai.chat import (
     context_from_props,
     decode_event,
     is_done,
+    is_openai_host,
     known_context_length,
     max_tokens_field,
     parse_chat_response,
@@ -42,6 +50,8 @@ from llmkit.providers.openai.chat import (
     refused_options,
 )
 from llmkit.providers.openai.chat.models import looks_like_llama_cpp
+from llmkit.providers.openai.chat.options import REMOVED_OPTIONS
+from llmkit.providers.openai.responses import ResponsesAPI, responses_api
 
 __all__ = ["OpenAILLM"]
 
@@ -65,7 +75,8 @@ class OpenAICompatible(HTTPProvider):
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         self._max_tokens_field = max_tokens_field(self._http.base_url, self.config.extra)
-        self._unsupported: Mapping[str, str] = self.unsupported_options
+        self._unsupported: Mapping[str, str] = {**REMOVED_OPTIONS, **self.unsupported_options}
+        self._responses: ResponsesAPI | None = None  # extra={"api": "responses"}
 
     def _options(self, options: Mapping[str, Any]) -> tuple[dict[str, Any], ClientOptions]:
         return resolve_options(
@@ -116,6 +127,11 @@ class OpenAICompatible(HTTPProvider):
         response_format: Any = None,
         **options: Unpack[OpenAIOptions],
     ) -> ChatResponse:
+        if self._responses is not None:
+            return await self._responses.chat(
+                messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
+                options=options,
+            )
         body, model_cls, client = self._request(
             messages, options, tools=tools, tool_choice=tool_choice,
             response_format=response_format,
@@ -129,7 +145,7 @@ class OpenAICompatible(HTTPProvider):
         if response_format is not None and response.refusal is None:
             # a refusal has no JSON to validate: parsed stays None, refusal says why
             response.parsed = parse_structured(
-                response.content, model_cls or response_format, self.provider
+                response.content, model_cls or response_format, self.provider, response
             )
         return response
 
@@ -137,7 +153,7 @@ class OpenAICompatible(HTTPProvider):
         self,
         messages: MessagesInput,
         options: Mapping[str, Any],
-        parse: Callable[[SSEEvent, str], Any],
+        parse: Callable[..., Any],  # (event, provider=...)
         *,
         tools: Sequence[Any] | None = None,
         tool_choice: Any = None,
@@ -151,7 +167,7 @@ class OpenAICompatible(HTTPProvider):
         return self._http.stream(
             "POST", self._chat_path, json=body, kind="sse", is_last=is_done,
             model=body["model"], end_marker="data: [DONE]",
-            parse=lambda ev: parse(ev, provider), client=client,
+            parse=functools.partial(parse, provider=provider), client=client,
         )
 
     async def chat_stream(
@@ -166,6 +182,15 @@ class OpenAICompatible(HTTPProvider):
         """Chunks in arrival order, each with the ``index`` of its choice. A choice's
         finishing chunk carries its assembled tool calls; the trailing usage is merged
         into the last finishing chunk."""
+        if self._responses is not None:
+            stream = self._responses.chat_stream(
+                messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
+                options=options,
+            )
+            async with aclosing(stream):
+                async for chunk in stream:
+                    yield chunk
+            return
         events = self._open_stream(
             messages, options, parse_stream_event,
             tools=tools, tool_choice=tool_choice, response_format=response_format,
@@ -227,6 +252,15 @@ class OpenAICompatible(HTTPProvider):
         **options: Unpack[OpenAIOptions],
     ) -> AsyncGenerator[str, None]:
         """Text deltas of choice 0 (the other choices of ``n > 1`` are not mixed in)."""
+        if self._responses is not None:
+            texts = self._responses.generate_stream(
+                messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
+                options=options,
+            )
+            async with aclosing(texts):
+                async for text in texts:
+                    yield text
+            return
         events = self._open_stream(
             messages, options, parse_stream_text,
             tools=tools, tool_choice=tool_choice, response_format=response_format,
@@ -299,12 +333,19 @@ class OpenAILLM(OpenAICompatible):
     def __init__(self, config: LLMConfig | dict[str, Any] | str | None = None, **kwargs: Any):
         super().__init__(config, **kwargs)
         self._unsupported = refused_options(self._http.base_url)
+        self._responses = responses_api(self, is_openai_host(self._http.base_url))
         self._server_context: int | None = None
 
     def _base_url(self) -> str:
         # A config built directly (not from_env) still gets OPENAI_BASE_URL / OPENAI_API_KEY.
         base = self.config.base_url or os.environ.get("OPENAI_BASE_URL")
         return (base or "https://api.openai.com/v1").rstrip("/")
+
+    def _make_transport(self, base_url: str, headers: dict[str, str]) -> HTTPTransport:
+        transport = super()._make_transport(base_url, headers)
+        if "Authorization" not in headers and is_openai_host(transport.base_url):
+            transport.__class__ = _KeylessTransport  # api.openai.com without a key
+        return transport
 
     def _auth_headers(self, key: str | None) -> dict[str, str]:
         key = key or os.environ.get("OPENAI_API_KEY") or None
@@ -354,6 +395,13 @@ class OpenAILLM(OpenAICompatible):
         if isinstance(data, dict):
             self._record_usage(_usage_or_none(data.get("usage")))
         return data
+
+    async def create_response(self, request: dict[str, Any]) -> Any:
+        """Send a raw Responses API request (``POST /responses``), as given (``model``
+        defaults to the config's), whatever ``extra["api"]`` says. Returns the decoded
+        response, or with ``"stream": True`` an async iterator of event dicts (an ``error``
+        event raises its typed error). The usage counts in ``get_token_usage()``."""
+        return await ResponsesAPI(self).create_response(request)
 
     async def _raw_stream(self, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         provider = self.provider
@@ -415,3 +463,19 @@ def _usage_or_none(raw: Any) -> Usage | None:
         return parse_usage(raw)
     except (TypeError, ValueError):
         return None  # a malformed usage object in a raw response is not counted
+
+
+_NO_KEY = "no API key: set OPENAI_API_KEY or api_key"
+
+
+class _KeylessTransport(HTTPTransport):
+    """The transport of an instance for api.openai.com that has no key: every request
+    raises :class:`AuthenticationError` before anything is sent (not a 401 after a round
+    trip, nor a DNS error where there is no network)."""
+
+    async def request(self, *args: Any, **kwargs: Any) -> Any:
+        raise AuthenticationError(_NO_KEY, provider=self.provider)
+
+    async def stream(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        raise AuthenticationError(_NO_KEY, provider=self.provider)
+        yield  # an async generator, as the transport's stream is

@@ -126,9 +126,12 @@ class LocalBackend:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         seed: int | None = None,
+        **sampling: Any,
     ) -> LocalResult:
-        """Generate one completion for a conversation (``temperature=0`` is greedy)."""
-        params = GenParams.make(max_new_tokens, temperature, top_p, stop, seed)
+        """Generate one completion for a conversation (``temperature=0`` is greedy).
+        ``sampling``: the other options of :class:`GenParams` (``top_k``, the penalties,
+        ``logprobs``, ``top_logprobs``)."""
+        params = GenParams.make(max_new_tokens, temperature, top_p, stop, seed, **sampling)
         return await self._generate(messages, params, None)
 
     async def _generate(
@@ -151,9 +154,10 @@ class LocalBackend:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         seed: int | None = None,
+        **sampling: Any,
     ) -> list[LocalResult]:
         """Generate for several conversations in the shared batch; results in input order."""
-        params = GenParams.make(max_new_tokens, temperature, top_p, stop, seed)
+        params = GenParams.make(max_new_tokens, temperature, top_p, stop, seed, **sampling)
         tasks = [asyncio.ensure_future(self._generate(c, params, None)) for c in conversations]
         try:
             return list(await asyncio.gather(*tasks))
@@ -172,6 +176,7 @@ class LocalBackend:
         seed: int | None = None,
         cache: LocalKVCache | None = None,
         usage_out: dict[str, Any] | None = None,
+        **sampling: Any,
     ) -> AsyncIterator[str]:
         """Yield text deltas as the model produces them.
 
@@ -180,7 +185,7 @@ class LocalBackend:
         ``usage_out`` (if given) gets ``prompt_tokens``, ``completion_tokens``,
         ``finish_reason`` and ``text``. ``cache`` works as in :meth:`generate_with_cache`.
         """
-        params = GenParams.make(max_new_tokens, temperature, top_p, stop, seed)
+        params = GenParams.make(max_new_tokens, temperature, top_p, stop, seed, **sampling)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[bool, Any]] = asyncio.Queue()
         holder: list[GenRequest] = []
@@ -216,6 +221,7 @@ class LocalBackend:
                         completion_tokens=result.completion_tokens,
                         finish_reason=result.finish_reason,
                         text=result.text,
+                        logprobs=result.logprobs,
                     )
                 break
         finally:
@@ -258,6 +264,7 @@ class LocalBackend:
         top_p: float = 1.0,
         stop: list[str] | None = None,
         seed: int | None = None,
+        **sampling: Any,
     ) -> LocalResult:
         """Like :meth:`generate`, reusing a prefix cache so only the suffix is computed.
 
@@ -265,7 +272,7 @@ class LocalBackend:
         cached prefix tokens, otherwise :class:`ValueError` is raised. The cache itself is
         not modified.
         """
-        params = GenParams.make(max_new_tokens, temperature, top_p, stop, seed)
+        params = GenParams.make(max_new_tokens, temperature, top_p, stop, seed, **sampling)
         return await self._generate(messages, params, cache)
 
     # --------------------------------------------------------------- embedding

@@ -179,11 +179,14 @@ class DecodeEngine(QueueWorker[GenRequest]):
     def _advance(self, state: BatchState, logits: Any) -> BatchState | None:
         """Sample each row's next token, hand it over, keep the rows still going."""
         tokens = sample(logits, state.rows)
+        logprobs = _logprobs(logits, state.rows, tokens)
         keep: list[int] = []
         for i, (request, token) in enumerate(zip(state.rows, tokens, strict=True)):
             if request.cancelled.is_set():
                 continue
             try:
+                if i in logprobs:
+                    request.note_logprob(token, *logprobs[i])
                 finished = request.accept(token)
             except Exception as exc:
                 request.fail_or_finish(exc)
@@ -194,17 +197,58 @@ class DecodeEngine(QueueWorker[GenRequest]):
         return select(state, keep)
 
 
+def _penalised(logits: Any, request: GenRequest) -> Any:
+    """One row's logits with OpenAI's presence and frequency penalties applied (a copy)."""
+    import torch
+
+    p = request.params
+    row = logits.float().clone()
+    if request.generated:
+        ids = torch.tensor(request.generated, device=row.device)
+        counts = torch.bincount(ids, minlength=row.shape[-1])[: row.shape[-1]].to(row.dtype)
+        row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).to(row.dtype)
+    return row
+
+
+def _logprobs(
+    logits: Any, rows: list[GenRequest], tokens: list[int]
+) -> dict[int, tuple[float, list[tuple[int, float]]]]:
+    """Row -> (log probability of its token, top alternatives) for rows that asked."""
+    import torch
+
+    out: dict[int, tuple[float, list[tuple[int, float]]]] = {}
+    for i, request in enumerate(rows):
+        p = request.params
+        if not p.logprobs:
+            continue
+        lp = torch.log_softmax(logits[i].float(), dim=-1)
+        top: list[tuple[int, float]] = []
+        if p.top_logprobs:
+            values, ids = lp.topk(min(p.top_logprobs, lp.shape[-1]))
+            top = list(zip(ids.tolist(), values.tolist(), strict=True))
+        out[i] = (float(lp[tokens[i]]), top)
+    return out
+
+
 def sample(logits: Any, rows: list[GenRequest]) -> list[int]:
-    """The next token of each row: greedy at temperature 0, else temperature + top-p
-    sampling with the row's own generator (so a seed gives the same tokens in any batch)."""
+    """The next token of each row: greedy at temperature 0, else temperature, top-k and
+    top-p sampling with the row's own generator (so a seed gives the same tokens in any
+    batch); presence and frequency penalties adjust a row's logits first."""
     import torch
 
     tokens: list[int] = logits.argmax(dim=-1).tolist()
     for i, request in enumerate(rows):
         p = request.params
+        row = _penalised(logits[i], request) if p.penalised else logits[i]
         if p.temperature == 0 or request.generator is None:
+            if p.penalised:
+                tokens[i] = int(row.argmax())
             continue
-        probs = torch.softmax(logits[i].float() / p.temperature, dim=-1)
+        row = row.float() / p.temperature
+        if 0 < p.top_k < row.shape[-1]:
+            kth = row.topk(p.top_k).values[-1]
+            row = row.masked_fill(row < kth, float("-inf"))
+        probs = torch.softmax(row, dim=-1)
         if p.top_p < 1:
             sorted_probs, order = probs.sort(descending=True)
             outside = sorted_probs.cumsum(-1) - sorted_probs > p.top_p

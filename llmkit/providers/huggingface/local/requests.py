@@ -27,15 +27,33 @@ class LocalResult:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" (eos token or stop string) or "length"
+    logprobs: list[dict[str, Any]] | None = None
+    """With ``logprobs``: one entry a generated token, in OpenAI's ``logprobs.content``
+    shape (``token``, ``logprob``, ``bytes``, ``top_logprobs``)."""
 
 
 @dataclass(frozen=True)
 class GenParams:
+    """Sampling options of one request. ``top_k`` 0 is no limit; the penalties are
+    OpenAI's (subtracted from a token's logit: ``presence_penalty`` once it occurred in the
+    reply, ``frequency_penalty`` per occurrence); ``logprobs`` records each generated
+    token's log probability (of the model's distribution, before temperature and
+    penalties) with the ``top_logprobs`` most likely alternatives."""
+
     max_new_tokens: int = 256
     temperature: float = 1.0
     top_p: float = 1.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    top_k: int = 0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+    @property
+    def penalised(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty)
 
     @classmethod
     def make(
@@ -45,6 +63,12 @@ class GenParams:
         top_p: float,
         stop: Sequence[str] | None,
         seed: int | None,
+        *,
+        top_k: int = 0,
+        presence_penalty: float = 0.0,
+        frequency_penalty: float = 0.0,
+        logprobs: bool = False,
+        top_logprobs: int = 0,
     ) -> GenParams:
         if max_new_tokens < 1:
             raise ValueError("max_new_tokens must be >= 1")
@@ -52,8 +76,13 @@ class GenParams:
             raise ValueError("temperature must be >= 0")
         if not 0 < top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        if top_k < 0 or top_logprobs < 0:
+            raise ValueError("top_k and top_logprobs must be >= 0")
         stops = tuple(s for s in (stop or ()) if s)
-        return cls(max_new_tokens, float(temperature), float(top_p), stops, seed)
+        return cls(
+            max_new_tokens, float(temperature), float(top_p), stops, seed, int(top_k),
+            float(presence_penalty), float(frequency_penalty), bool(logprobs), int(top_logprobs),
+        )
 
 
 def _plain_prompt(messages: Messages, add_generation_prompt: bool) -> str:
@@ -124,6 +153,7 @@ class GenRequest:
         self.generated: list[int] = []
         self.completion_tokens = 0
         self.generator: Any = None
+        self.logprobs: list[dict[str, Any]] | None = [] if params.logprobs else None
         self._lm: LoadedLM | None = None
         self._decode: Callable[[list[int]], str] | None = None
         self._incremental: IncrementalDecoder | None = None
@@ -169,6 +199,22 @@ class GenRequest:
         # The model needs at least one uncached token to produce logits from.
         return cache if len(self.ids) > n else None
 
+    def note_logprob(self, token: int, chosen: float, top: list[tuple[int, float]]) -> None:
+        """Record the log probability of the token about to be accepted (not of the
+        end-of-sequence token that ends the reply)."""
+        assert self._lm is not None and self._decode is not None and self.logprobs is not None
+        if token in self._lm.eos_ids:
+            return
+        self.logprobs.append({
+            **self._token_entry(token, chosen),
+            "top_logprobs": [self._token_entry(t, lp) for t, lp in top],
+        })
+
+    def _token_entry(self, token: int, logprob: float) -> dict[str, Any]:
+        assert self._decode is not None
+        text = self._decode([token])
+        return {"token": text, "logprob": logprob, "bytes": list(text.encode("utf-8"))}
+
     def accept(self, token: int) -> bool:
         """Take the next sampled token; True when the request is finished."""
         assert self._lm is not None
@@ -205,6 +251,7 @@ class GenRequest:
             prompt_tokens=len(self.ids),
             completion_tokens=self.completion_tokens,
             finish_reason="stop" if hit else reason,
+            logprobs=self.logprobs,
         )
         self.fail_or_finish(result)
 

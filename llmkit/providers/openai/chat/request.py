@@ -14,6 +14,8 @@ from llmkit.core.images import image_url
 from llmkit.core.tools import normalize_tool_choice, to_openai_tools
 from llmkit.core.types import Message, MessagesInput, normalize_messages
 
+from .options import REMOVED_OPTIONS
+
 __all__ = [
     "chat_body",
     "is_openai_host",
@@ -23,11 +25,12 @@ __all__ = [
     "refused_options",
 ]
 
-# OpenAI's chat-completions format has no top_k: a server that takes it (llama.cpp, vLLM)
-# gets it with extra_body. api.openai.com has no think switch either.
-_TOP_K = "OpenAI's chat-completions format has no top_k; send extra_body={'top_k': ...} to a server that takes it (llama.cpp, vLLM)"
+# top_k and the other sampling fields OpenAI's own API lacks go out under their names to
+# every OpenAI-compatible server (vLLM, llama.cpp, TGI, LM Studio take them); only
+# api.openai.com and Azure OpenAI are known to refuse them.
 _NOT_ON_OPENAI = {
-    "top_k": _TOP_K,
+    "top_k": "api.openai.com has no top_k (OpenAI-compatible servers such as vLLM and "
+    "llama.cpp take it)",
     "think": "OpenAI's API controls reasoning with reasoning_effort",
 }
 
@@ -38,8 +41,12 @@ def is_openai_host(base_url: str) -> bool:
 
 
 def refused_options(base_url: str) -> dict[str, str]:
-    """The portable options a server at ``base_url`` cannot honour, and why."""
-    return dict(_NOT_ON_OPENAI) if is_openai_host(base_url) else {"top_k": _TOP_K}
+    """The options a server at ``base_url`` cannot honour, and why: vLLM's removed
+    ``guided_*`` fields everywhere, ``top_k`` and ``think`` on api.openai.com and Azure."""
+    refused = dict(REMOVED_OPTIONS)
+    if is_openai_host(base_url):
+        refused.update(_NOT_ON_OPENAI)
+    return refused
 
 
 def max_tokens_field(base_url: str, extra: Mapping[str, Any]) -> str:

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
+from llmkit.core.tools import tool_call
 from llmkit.core.types import ChatResponse, Choice, ToolCall, Usage, normalize_finish_reason
 from llmkit.http.error_mapping import error_from_payload
 
 __all__ = [
     "SHAPE_ERRORS",
-    "decode_arguments",
     "parse_chat_response",
     "parse_tool_calls",
     "parse_usage",
@@ -50,20 +48,6 @@ def parse_usage(data: Any) -> Usage | None:
     })
 
 
-def decode_arguments(raw: Any) -> dict[str, Any]:
-    """A function call's arguments: the decoded JSON object (``{"_raw": text}`` when the
-    model wrote something that is not JSON, ``{"_value": v}`` for a JSON non-object)."""
-    if isinstance(raw, dict):
-        return raw
-    if not raw:
-        return {}
-    try:
-        value = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return {"_raw": raw}
-    return value if isinstance(value, dict) else {"_value": value}
-
-
 def _tool_call(tc: dict[str, Any]) -> ToolCall:
     call_id = tc.get("id") or ""
     if tc.get("type") == "custom":
@@ -71,10 +55,10 @@ def _tool_call(tc: dict[str, Any]) -> ToolCall:
         text = custom.get("input")
         return ToolCall(
             call_id, custom.get("name") or "", {"input": text if text is not None else ""},
-            type="custom",
+            type="custom", raw_arguments=text if isinstance(text, str) else "",
         )
     fn = tc.get("function") or {}
-    return ToolCall(call_id, fn.get("name") or "", decode_arguments(fn.get("arguments")))
+    return tool_call(call_id, fn.get("name") or "", fn.get("arguments"))
 
 
 def parse_tool_calls(raw: Any) -> list[ToolCall]:
@@ -106,7 +90,7 @@ def _choice(c: dict[str, Any]) -> Choice:
     calls = parse_tool_calls(message.get("tool_calls"))
     legacy = message.get("function_call")
     if legacy and not calls:
-        calls = [ToolCall("", legacy.get("name") or "", decode_arguments(legacy.get("arguments")))]
+        calls = [tool_call("", legacy.get("name") or "", legacy.get("arguments"))]
     logprobs = c.get("logprobs")
     return Choice._trusted({
         "index": _count(c.get("index")),

@@ -7,12 +7,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
+
 from llmkit.core.errors import StreamError
-from llmkit.core.types import StreamChunk, ToolCall, ToolCallDelta, Usage, normalize_finish_reason
+from llmkit.core.tools import tool_call
+from llmkit.core.types import (
+    StreamChunk,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    new_chunk,
+    normalize_finish_reason,
+)
 from llmkit.http.error_mapping import error_from_payload
 from llmkit.http.streaming import SSEEvent
 
-from .response import SHAPE_ERRORS, decode_arguments, parse_usage
+from .response import SHAPE_ERRORS, parse_usage
 
 __all__ = [
     "ToolCallAssembler",
@@ -23,7 +33,6 @@ __all__ = [
 ]
 
 _DONE = b"[DONE]"
-_new_chunk = StreamChunk._trusted
 
 
 def is_done(ev: SSEEvent) -> bool:
@@ -34,7 +43,7 @@ def decode_event(ev: SSEEvent, provider: str) -> dict[str, Any] | None:
     """The event's JSON object; ``None`` for the [DONE] marker and empty events. Error
     events raise their typed error (a :class:`StreamError` unless the body says more)."""
     raw = ev.raw
-    if raw == _DONE or not raw.strip():
+    if raw == _DONE or not raw or raw.isspace():
         return None
     obj = ev.json()
     if type(obj) is not dict:
@@ -93,18 +102,17 @@ def _chunk(c: dict[str, Any], obj: dict[str, Any], usage: Usage | None) -> Strea
     index = c.get("index", 0)
     if type(index) is not int:
         raise TypeError("choice index is not an int")
-    return _new_chunk({
-        "delta": content,
-        "reasoning": reasoning,
-        "refusal": refusal,
-        "tool_calls": _tool_call_deltas(tool_calls) if tool_calls else [],
-        "finish_reason": None if finish is None else normalize_finish_reason(finish),
-        "usage": usage,
-        "index": index,
-        "logprobs": logprobs.get("content") if logprobs else None,
-        "completed_tool_calls": None,
-        "raw": obj,
-    })
+    return new_chunk(
+        content,
+        reasoning,
+        refusal,
+        _tool_call_deltas(tool_calls) if tool_calls else [],
+        None if finish is None else normalize_finish_reason(finish),
+        usage,
+        index,
+        logprobs.get("content") if logprobs else None,
+        obj,
+    )
 
 
 def parse_stream_event(
@@ -158,15 +166,29 @@ def parse_stream_text(ev: SSEEvent, provider: str) -> tuple[str, Usage | None] |
 
 
 class ToolCallAssembler:
-    """Joins streamed tool-call deltas into complete :class:`ToolCall` objects, per choice."""
+    """Joins streamed tool-call deltas into complete :class:`ToolCall` objects, per choice.
+
+    Deltas of one call share its ``index``; a delta that brings a new ``id`` to an index
+    whose call is complete (its arguments are a whole JSON value) starts a new call there,
+    as servers do that stream each call whole under ``index: 0`` (Ollama's
+    OpenAI-compatible endpoint). A repeated id, or an id on a call still being written,
+    continues that call. Calls come out in the order they started."""
 
     def __init__(self) -> None:
-        self._calls: dict[int, dict[int, dict[str, Any]]] = {}
+        # choice -> the calls in start order; choice -> index -> position of its open call
+        self._calls: dict[int, list[dict[str, Any]]] = {}
+        self._open: dict[int, dict[int, int]] = {}
 
     def add(self, deltas: Sequence[ToolCallDelta], choice: int = 0) -> None:
-        calls = self._calls.setdefault(choice, {})
+        calls = self._calls.setdefault(choice, [])
+        open_at = self._open.setdefault(choice, {})
         for d in deltas:
-            call = calls.setdefault(d.index, {"id": "", "name": "", "arguments": []})
+            pos = open_at.get(d.index)
+            call = calls[pos] if pos is not None else None
+            if call is None or (d.id and call["id"] and d.id != call["id"] and _complete(call)):
+                call = {"id": "", "name": "", "arguments": []}
+                open_at[d.index] = len(calls)
+                calls.append(call)
             if d.id:
                 call["id"] = d.id
             if d.name:
@@ -180,12 +202,24 @@ class ToolCallAssembler:
     def calls(self, choice: int = 0) -> list[ToolCall]:
         """The calls of ``choice`` assembled so far."""
         return [
-            ToolCall(c["id"], c["name"], decode_arguments("".join(c["arguments"])))
-            for _, c in sorted(self._calls.get(choice, {}).items())
+            tool_call(c["id"], c["name"], "".join(c["arguments"]))
+            for c in self._calls.get(choice, ())
         ]
 
     def pop(self, choice: int) -> list[ToolCall]:
         """The complete calls of ``choice`` (its stream finished), forgotten here."""
         calls = self.calls(choice)
         self._calls.pop(choice, None)
+        self._open.pop(choice, None)
         return calls
+
+
+def _complete(call: dict[str, Any]) -> bool:
+    text = "".join(call["arguments"])
+    if not text.strip():
+        return False
+    try:
+        orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return False
+    return True
