@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from llmkit import ConfigError, HuggingFaceLLM, OllamaLLM, OpenAILLM
+from llmkit import ConfigError, FallbackLLM, HuggingFaceLLM, OllamaLLM, OpenAILLM, create_llm
 from tests.servers import ServerHandle, ServerState, serve_hf, serve_ollama, serve_openai
 
 CHAT = "/v1/chat/completions"
@@ -277,3 +277,35 @@ async def test_unreadable_cache_is_refused_before_sending(server: ServerHandle, 
         with pytest.raises(ConfigError, match="reply cache"):
             await llm.embed("hi")
     assert server.state.total_requests == 0
+
+
+async def test_fallback_chains_are_part_of_the_key(server: ServerHandle, tmp_path: Path) -> None:
+    """Two fallback chains whose only member differs in its server do not share replies."""
+    path = tmp_path / "shared.sqlite"
+    async with serve_openai(ServerState(reply="from the other server")) as other:
+        configs = [
+            {"provider": "fallback", "cache": str(path), "chain": [
+                {"provider": "openai", "model": "gpt-4o-mini", "base_url": s.url, "api_key": KEY},
+            ]}
+            for s in (server, other)
+        ]
+        async with create_llm(configs[0]) as a, create_llm(configs[1]) as b:
+            assert await a.generate("hi") == "Echo: hi"
+            assert await b.generate("hi") == "from the other server"
+            assert await b.generate("hi") == "from the other server"
+            assert b.get_metrics().cache_hits == 1
+        # chains of provider instances (not configs)
+        members = [openai(s, tmp_path / "members-own.sqlite") for s in (server, other)]
+        for member in members:
+            member.config.cache = None
+        try:
+            async with FallbackLLM(chain=[members[0]], cache=str(tmp_path / "f.sqlite")) as c, FallbackLLM(
+                chain=[members[1]], cache=str(tmp_path / "f.sqlite")
+            ) as d:
+                assert await c.generate("hello") == "Echo: hello"
+                assert await d.generate("hello") == "from the other server"
+        finally:
+            for member in members:
+                await member.aclose()
+    assert count(server, CHAT) == count(other, CHAT) == 2
+    assert KEY.encode() not in stored_bytes(path)

@@ -4,13 +4,14 @@ not even loaded). Nothing is accepted and dropped."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
-from llmkit import InvalidRequestError, LLMTimeoutError
+from llmkit import ConfigError, InvalidRequestError, LLMTimeoutError, StreamError
 from llmkit.providers.huggingface import HuggingFaceLLM
 from tests.local_models import build_tiny_llama
 
@@ -193,3 +194,24 @@ async def test_timeout_limits_a_local_call(llm: HuggingFaceLLM) -> None:
         async for _ in llm.generate_stream(long_prompt, timeout=0.001, temperature=0.0, max_tokens=200):
             pass
     assert await llm.generate(PROMPT, timeout=60, **GREEDY)  # reusable, and a generous limit holds
+
+
+async def test_close_during_a_local_stream_and_call_ends_them(tiny_model: str) -> None:
+    """As over HTTP: a stream in flight ends with a StreamError saying the instance was
+    closed, a call with ConfigError("instance is closed"); both at once."""
+    llm = local(tiny_model)
+    deltas: list[str] = []
+
+    async def consume() -> None:
+        async for delta in llm.generate_stream(PROMPT * 10, temperature=0.0, max_tokens=1500):
+            deltas.append(delta)
+
+    stream_task = asyncio.create_task(consume())
+    call_task = asyncio.create_task(llm.generate(PROMPT * 10, temperature=0.0, max_tokens=1500))
+    while not deltas:  # noqa: ASYNC110 - a condition on another task's state
+        await asyncio.sleep(0.005)
+    await llm.aclose()
+    with pytest.raises(StreamError, match="instance was closed"):
+        await asyncio.wait_for(stream_task, 30)
+    with pytest.raises(ConfigError, match="instance is closed"):
+        await asyncio.wait_for(call_task, 30)

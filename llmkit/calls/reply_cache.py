@@ -132,9 +132,10 @@ def _scope(llm: Any) -> dict[str, Any]:
         "model": llm.model,
         "extra": _public(extra),
     }
-    where = getattr(llm, "_reply_scope", None)  # e.g. Hugging Face: local mode or not
+    # what the config does not say: Hugging Face's local mode, a fallback chain's members
+    where = getattr(llm, "_reply_scope", None)
     if callable(where):
-        scope["runs"] = where()
+        scope["runs"] = _public(where())
     return scope
 
 

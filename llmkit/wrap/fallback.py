@@ -78,6 +78,10 @@ class FallbackLLM(BaseLLM):
                     f"fallback chain item {i} must be a config or a provider, not {type(item).__name__}"
                 )
 
+    def _reply_scope(self) -> list[BaseLLM]:
+        """The members, for the reply cache's key (a reply comes from one of them)."""
+        return list(self.members)
+
     @property
     def model(self) -> str:
         return self.config.model or self.members[0].model

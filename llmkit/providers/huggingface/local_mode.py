@@ -36,6 +36,7 @@ from llmkit.core.errors import (
     LLMTimeoutError,
     ModelNotFoundError,
     NotSupportedError,
+    StreamError,
 )
 from llmkit.core.options import ClientOptions
 from llmkit.core.structured import parse_structured
@@ -101,6 +102,7 @@ class LocalMode:
     def __init__(self, owner: LocalOwner) -> None:
         self.owner = owner
         self._backend: LocalBackend | None = None
+        self._closed = False
 
     @property
     def provider(self) -> str:
@@ -123,10 +125,19 @@ class LocalMode:
         return self._backend
 
     @contextmanager
-    def errors(self) -> Iterator[None]:
-        """Local failures as typed errors."""
+    def errors(self, *, stream: bool = False) -> Iterator[None]:
+        """Local failures as typed errors; what the close of the instance ended says so,
+        as over HTTP (a stream: :class:`StreamError`, a call: "instance is closed")."""
         try:
             yield
+        except ConfigError:
+            if not self._closed:
+                raise
+            if stream:
+                raise StreamError(
+                    "stream ended: the instance was closed", provider=self.provider
+                ) from None
+            raise ConfigError("instance is closed", provider=self.provider) from None
         except LLMError:
             raise
         except ImportError as exc:
@@ -237,6 +248,7 @@ class LocalMode:
         messages: MessagesInput,
         *,
         tools: Sequence[Any] | None,
+        tool_choice: Any = None,
         response_format: Any,
         options: Mapping[str, Any],
     ) -> ChatResponse:
@@ -258,13 +270,19 @@ class LocalMode:
         return self._response(outcome if call.n > 1 else [outcome], response_format)
 
     async def stream(
-        self, messages: MessagesInput, *, tools: Sequence[Any] | None, options: Mapping[str, Any]
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        options: Mapping[str, Any],
     ) -> AsyncGenerator[StreamChunk, None]:
         self._no_tools(tools)
         msgs = self.messages(messages)
         call = self.call(options, one_choice="a local stream")
         usage_out: dict[str, Any] = {}
-        with self.errors():
+        with self.errors(stream=True):
             stream: AsyncIterator[str] = self.backend().stream(
                 msgs, usage_out=usage_out, **call.params
             )
@@ -307,14 +325,28 @@ class LocalMode:
             )
         return self._response([result]).content
 
+    async def text_stream(
+        self, messages: MessagesInput, options: Mapping[str, Any]
+    ) -> AsyncGenerator[str, None]:
+        chunks = self.stream(messages, tools=None, options=options)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                if chunk.delta:
+                    yield chunk.delta
+
     async def load(self) -> None:
         with self.errors():
             await self.backend().load()
+
+    async def health(self, timeout: float) -> None:
+        await self.load()
 
     def info(self) -> dict[str, Any]:
         return self.backend().info()
 
     async def aclose(self) -> None:
+        """The instance is closing: what runs now ends with "the instance was closed"."""
+        self._closed = True
         if self._backend is not None:
             backend, self._backend = self._backend, None
             await backend.aclose()

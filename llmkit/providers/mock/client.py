@@ -15,11 +15,13 @@ from pydantic import ValidationError
 
 from llmkit.base import BaseLLM
 from llmkit.core.config import LLMConfig
-from llmkit.core.errors import ConfigError, LLMError, NotSupportedError
+from llmkit.core.errors import ConfigError, InvalidRequestError, LLMError, NotSupportedError
 from llmkit.core.schema_example import SchemaExampleError, example_from_schema
+from llmkit.core.stop_sequences import cut_at_stop
 from llmkit.core.structured import parse_structured, response_format_payload
 from llmkit.core.types import (
     ChatResponse,
+    Choice,
     MessagesInput,
     StreamChunk,
     Usage,
@@ -42,9 +44,17 @@ class MockLLM(BaseLLM):
     response format and no scripted reply, the reply is a valid instance built from the
     schema (deterministic). A scripted reply that does not validate raises ``ConfigError``:
     the mock's setup is wrong, not the request.
+
+    Options it honours as a server would: ``max_tokens`` (words), ``stop`` (the reply is
+    cut at the first stop sequence, ``finish_reason="stop"``), ``n`` (``n`` identical
+    choices); sampling options have nothing to change in a scripted reply. It has no token
+    probabilities: ``logprobs=True`` and ``top_logprobs`` raise ``InvalidRequestError``.
     """
 
     provider_name: ClassVar[str] = "mock"
+    unsupported_options: ClassVar[dict[str, str]] = {
+        "top_logprobs": "the mock has no token probabilities",
+    }
 
     def __init__(
         self,
@@ -107,6 +117,11 @@ class MockLLM(BaseLLM):
     ) -> ChatResponse:
         msgs = normalize_messages(messages)
         opts, _ = self._options(options)
+        if opts.get("logprobs"):
+            raise InvalidRequestError(
+                "option 'logprobs' is not supported by provider 'mock': the mock has no "
+                "token probabilities", provider=self.provider,
+            )
         payload, model = response_format_payload(response_format)  # checks it, as others do
         await self._step()
         self.calls.append(msgs)
@@ -122,11 +137,19 @@ class MockLLM(BaseLLM):
             finish = "length"
         else:
             finish = "stop"
-        usage = Usage.of(sum(len(m.text().split()) for m in msgs), len(text.split()))
+        if opts.get("stop") and response_format is None:
+            text, hit = cut_at_stop(text, opts["stop"])
+            finish = "stop" if hit else finish
+        n = int(opts.get("n", 1))
+        usage = Usage.of(sum(len(m.text().split()) for m in msgs), n * len(text.split()))
         self._record_usage(usage)
         response = ChatResponse(
             content=text, finish_reason=finish, usage=usage, model=self.model, raw={}
         )
+        if n > 1:
+            response.choices = [
+                Choice(index=i, content=text, finish_reason=finish) for i in range(n)
+            ]
         if response_format is not None:
             response.parsed = self._parse(
                 text, response_format, scripted=scripted is not None, response=response
