@@ -18,9 +18,9 @@ from llmkit import (
     NotSupportedError,
     create_llm,
     list_providers,
+    normalize_messages,
     register_provider,
 )
-from llmkit.core.types import normalize_messages
 
 
 class ReverseLLM(BaseLLM):

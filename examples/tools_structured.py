@@ -23,8 +23,7 @@ import os
 
 from pydantic import BaseModel
 
-from llmkit import LLMConfig, Message, create_llm
-from llmkit.core.tools import to_openai_tools
+from llmkit import LLMConfig, Message, create_llm, to_openai_tools
 
 
 class City(BaseModel):

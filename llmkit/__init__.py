@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         StreamTimeoutError,
     )
     from llmkit.core.options import CallOptions
+    from llmkit.core.tools import to_openai_tools
     from llmkit.core.types import (
         Capabilities,
         ChatResponse,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
         ToolCall,
         ToolCallDelta,
         Usage,
+        normalize_messages,
     )
     from llmkit.providers.huggingface.client import HuggingFaceLLM
     from llmkit.providers.mock.client import MockLLM
@@ -94,6 +96,8 @@ _LAZY = {
     "StreamTimeoutError": "llmkit.core.errors",
     "Metrics": "llmkit.calls.metrics",
     "CallOptions": "llmkit.core.options",
+    "normalize_messages": "llmkit.core.types",
+    "to_openai_tools": "llmkit.core.tools",
     "FallbackLLM": "llmkit.wrap.fallback",
     "instrument": "llmkit.wrap.otel",
     "uninstrument": "llmkit.wrap.otel",
@@ -182,9 +186,11 @@ __all__ = [
     "list_providers",
     "load_config",
     "merge_config_with_defaults",
+    "normalize_messages",
     "provider_defaults",
     "register_provider",
     "sync",
+    "to_openai_tools",
     "uninstrument",
     "unregister_provider",
 ]

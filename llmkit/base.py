@@ -27,7 +27,7 @@ from llmkit.core.types import (
     StreamChunk,
     Usage,
 )
-from llmkit.http.ratelimit import RateLimiter
+from llmkit.http.ratelimit import RateLimiter, RateLimitState
 from llmkit.http.retry import RetryPolicy
 
 __all__ = ["BaseLLM", "PromptCache", "parse_structured", "response_format_payload"]
@@ -79,14 +79,17 @@ class BaseLLM:
             )
         self.config = self._make_config(config, kwargs)
         self.call_state = CallState(self.config.max_concurrency)
-        self._rate_limiter = RateLimiter(
-            self.config.requests_per_minute, self.config.tokens_per_minute
-        )
         self._retry = RetryPolicy(
             max_retries=self.config.max_retries,
             initial_delay=float(self.config.extra.get("retry_initial_delay", 0.5)),
             max_delay=float(self.config.extra.get("retry_max_delay", 8.0)),
             max_retry_after=float(self.config.extra.get("retry_max_after", 60.0)),
+        )
+        self._rate_limiter = RateLimiter(
+            self.config.requests_per_minute,
+            self.config.tokens_per_minute,
+            max_pause=self._retry.max_retry_after,
+            provider=self.config.provider,
         )
         if self.config.cache:
             from llmkit.calls.reply_cache import ReplyCache  # sqlite3 only when a cache is set
@@ -351,6 +354,11 @@ class BaseLLM:
 
     def get_metrics(self) -> Metrics:
         return self.call_state.metrics.snapshot()
+
+    def rate_limit_state(self) -> RateLimitState | None:
+        """What the instance believes of its server's limits and why (rate, burst,
+        in-flight window, pause, source); ``None`` where its limiter is elsewhere."""
+        return self._rate_limiter.snapshot()
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -3,7 +3,7 @@
 :func:`run_batch` spreads a prompts file (or a Ray Dataset) over actors that each hold one
 llmkit instance built from the config. One rate-limiter actor holds the limits for the
 whole cluster: every request of every actor reserves its turn there first, and a 429 seen
-by any actor pauses all of them (the limiter's arithmetic is :mod:`llmkit.http.ratelimit`'s).
+by any actor pauses all of them (the limiter's arithmetic is :mod:`llmkit.http.ratelimit_state`'s).
 Rows are journaled as they arrive in the job file format (:mod:`llmkit.jobs.jobfile`, the
 same as ``llmkit.jobs.run`` and ``llmkit batch``), so an interrupted run resumes where it
 stopped.
@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import ray
 from llmkit.calls.fanout import fan_out
 from llmkit.core.config import LLMConfig
 from llmkit.core.errors import LLMError
-from llmkit.http.ratelimit import Feedback, LimiterState, Ticket
+from llmkit.http.ratelimit import Feedback, LimiterState, RateLimitState, Ticket
 from llmkit.jobs.errors import JobFileError, SourceError
 from llmkit.jobs.job import Job
 from llmkit.jobs.jobfile import make_row
@@ -42,31 +43,42 @@ LEASE_SECONDS = 0.1
 
 @ray.remote(num_cpus=0)
 class RateLimiterActor:
-    """The cluster's one :class:`~llmkit.http.ratelimit.LimiterState` (an async actor: a
-    caller held behind the first request or a pause waits here, without polling)."""
+    """The cluster's one :class:`~llmkit.http.ratelimit_state.LimiterState` (an async
+    actor: a caller held behind the first request or by the in-flight window waits here,
+    without polling; a pause is handed back to the caller, who raises at once when it is
+    longer than its retry cap)."""
 
     def __init__(self, requests_per_minute: float | None, tokens_per_minute: float | None) -> None:
         self.state = LimiterState(requests_per_minute, tokens_per_minute)
 
-    async def reserve(self, tokens: float) -> tuple[float, Ticket, float]:
-        """``(wait, ticket, lease)``: while nothing limits the cluster, the caller may send
-        for ``lease`` seconds without asking again."""
+    async def reserve(
+        self, tokens: float, retry: bool = False
+    ) -> tuple[float, Ticket | None, float, float, float]:
+        """``(wait, ticket, lease, paused_for, pause_length)``: while nothing limits the
+        cluster, the caller may send for ``lease`` seconds without asking again; without a
+        ticket the cluster is paused for ``paused_for`` more seconds."""
         import asyncio
 
         while True:
             now = time.monotonic()
-            wait, ticket = self.state.reserve(tokens, now)
+            wait, ticket = self.state.reserve(tokens, now, retry)
             if ticket is not None:
-                return wait, ticket, LEASE_SECONDS if self._unlimited(now) else 0.0
+                return wait, ticket, LEASE_SECONDS if self._unlimited(now) else 0.0, 0.0, 0.0
+            learned = self.state.learned
+            if now < learned.paused_until:
+                return wait, None, 0.0, learned.paused_until - now, learned.pause_length
             await asyncio.sleep(wait)
 
     def _unlimited(self, now: float) -> bool:
-        state = self.state
+        state, learned = self.state, self.state.learned
         return (
-            state.informed
-            and now >= state.paused_until
+            learned.informed
+            and now >= learned.paused_until
             and state.requests.rate is None
             and state.tokens.rate is None
+            and learned.rate is None
+            and learned.tokens.rate is None
+            and learned.overloads == 0
         )
 
     async def wait_left(self, ticket: Ticket) -> float | None:
@@ -75,32 +87,52 @@ class RateLimiterActor:
     async def observe(self, ticket: Ticket | None, feedback: Feedback | None) -> None:
         self.state.observe(ticket, feedback, time.monotonic())
 
+    async def release(self, ticket: Ticket) -> None:
+        self.state.release(ticket)
+
     async def correct(self, ticket: Ticket, tokens: float) -> None:
         self.state.correct(ticket, tokens)
 
+    async def snapshot(self) -> RateLimitState:
+        return self.state.snapshot(time.monotonic())
+
     async def stats(self) -> dict[str, Any]:
-        return {"pauses": self.state.pauses, "requests_rate": self.state.requests.rate}
+        learned = self.state.learned
+        return {"pauses": learned.pauses, "requests_rate": learned.rate, "window": learned.window}
 
 
 class RayLimiterBackend:
-    """A :class:`~llmkit.http.ratelimit.RateLimitBackend` that asks a :class:`RateLimiterActor`.
-    Answers that carry nothing about limits are not sent, to keep the actor's load low."""
+    """A :class:`~llmkit.http.ratelimit.RateLimitBackend` that asks a
+    :class:`RateLimiterActor`. Answers to leased requests (sent without asking, while
+    nothing limits the cluster) that carry nothing about limits are not sent, to keep the
+    actor's load low."""
+
+    recheck = 0.5  # seconds between looks at a paced wait (each is a call to the actor)
 
     def __init__(self, actor: Any) -> None:
         self.actor = actor
         self.informed = False
         self.lease_until = 0.0
+        self.pause_until = 0.0
+        self.pause_length = 0.0
 
     @property
     def counts_tokens(self) -> bool:
         return True  # the limiter is elsewhere: always send an estimate
 
-    async def reserve(self, tokens: float) -> tuple[float, Ticket | None]:
+    @property
+    def paused(self) -> tuple[float, float]:
+        return self.pause_until - time.monotonic(), self.pause_length
+
+    async def reserve(self, tokens: float, retry: bool = False) -> tuple[float, Ticket | None]:
         if time.monotonic() < self.lease_until:
             return 0.0, Ticket(0.0, tokens, 0.0, 0.0, -1, estimate=tokens)
-        wait, ticket, lease = await self.actor.reserve.remote(tokens)
+        wait, ticket, lease, paused_for, length = await self.actor.reserve.remote(tokens, retry)
+        now = time.monotonic()
         if lease:
-            self.lease_until = time.monotonic() + lease
+            self.lease_until = now + lease
+        if ticket is None:
+            self.pause_until, self.pause_length = now + paused_for, length
         return wait, ticket
 
     async def wait_left(self, ticket: Ticket) -> float | None:
@@ -108,18 +140,30 @@ class RayLimiterBackend:
         return left
 
     def observe(self, ticket: Ticket | None, feedback: Feedback | None) -> None:
+        leased = ticket is not None and ticket.epoch < 0
         says_something = feedback is not None and (
-            feedback.status == 429 or feedback.requests is not None or feedback.tokens is not None
+            feedback.kind in ("rate", "overload")
+            or feedback.requests is not None
+            or feedback.tokens is not None
         )
-        if says_something or not self.informed:
+        if says_something or not leased or not self.informed:
             self.informed = True
             if says_something:
                 self.lease_until = 0.0  # limits: ask before each request again
-            self.actor.observe.remote(None if ticket is not None and ticket.epoch < 0 else ticket, feedback)
+            self.actor.observe.remote(None if leased else ticket, feedback)
+
+    def release(self, ticket: Ticket) -> None:
+        if ticket.epoch >= 0 and ticket.serial >= 0:
+            self.actor.release.remote(ticket)
 
     def correct(self, ticket: Ticket, tokens: float) -> None:
         if ticket.estimate > 0 and ticket.epoch >= 0:
             self.actor.correct.remote(ticket, tokens)
+
+    def snapshot(self) -> RateLimitState:
+        """The cluster's state (asks the limiter actor and waits for its answer)."""
+        state: RateLimitState = ray.get(self.actor.snapshot.remote())
+        return state
 
 
 @ray.remote
@@ -139,6 +183,9 @@ class BatchWorker:
 
         results = await fan_out(answer, rows, concurrency=max(1, len(rows)), return_exceptions=True)
         return [make_row(r, self.provider, self.model, "ray", out) for r, out in zip(rows, results, strict=True)]
+
+    async def ready(self) -> bool:
+        return True
 
     async def close(self) -> None:
         await self.llm.aclose()
@@ -284,25 +331,33 @@ def _run(
         ).remote(cfg, limiter, provider, model)
         for _ in range(actors)
     ]
-    chunks: Iterable[list[JobRow]] = iter(
-        [list(todo[i : i + concurrency]) for i in range(0, len(todo), concurrency)]
-    )
+    chunks = deque(list(todo[i : i + concurrency]) for i in range(0, len(todo), concurrency))
     pending: dict[Any, Any] = {}
+    started: list[Any] = []
 
     def submit(worker: Any) -> None:
-        chunk = next(chunks, None)  # type: ignore[call-overload]
-        if chunk is not None:
-            pending[worker.run.remote(chunk)] = worker
+        if chunks:
+            pending[worker.run.remote(chunks.popleft())] = worker
 
     rows: list[dict[str, Any]] = []
     failed = 0
     bar = tqdm(total=len(todo), desc=f"{provider} batch on ray", unit="req") if progress else None
+    # the actors start in parallel; each gets its first two chunks once it is ready, so
+    # the first one ready sends while the others are still starting
+    starting = {worker.ready.remote(): worker for worker in workers}
     try:
-        for worker in workers:
-            submit(worker)
-            submit(worker)
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
+        while pending or (starting and chunks):
+            ready, _ = ray.wait([*starting, *pending], num_returns=1)
+            if ready[0] in starting:
+                worker = starting.pop(ready[0])
+                try:
+                    ray.get(ready[0])
+                except ray.exceptions.RayError as exc:
+                    raise LLMError(f"a Ray batch actor failed to start: {type(exc).__name__}: {exc}") from None
+                started.append(worker)
+                submit(worker)
+                submit(worker)
+                continue
             worker = pending.pop(ready[0])
             try:
                 records: list[dict[str, Any]] = ray.get(ready[0])
@@ -320,7 +375,7 @@ def _run(
         if bar is not None:
             bar.close()
         try:
-            ray.get([w.close.remote() for w in workers], timeout=30)
+            ray.get([w.close.remote() for w in started], timeout=30)
         except ray.exceptions.RayError:
             pass
         for actor in [*workers, limiter]:

@@ -299,3 +299,44 @@ async def test_provider_streams_release_their_connection_at_aclose(kind: str, me
                 await stream.aclose()
                 assert llm.get_metrics().in_flight == 0
             assert llm.get_metrics().failures_by_type == {}
+
+
+@pytest.mark.parametrize("call", ["generate", "stream"])
+async def test_close_interrupts_a_wait_for_the_rate_limit(call: str) -> None:
+    """A call waiting for its turn under ``requests_per_minute`` ends at the close (it
+    would otherwise sleep out the minute and only then fail)."""
+    state = ServerState()
+    async with serve_openai(state) as server:
+        llm = OpenAILLM(
+            model="gpt-4o-mini", base_url=server.url, api_key="sk-hostile-close-0123456789",
+            requests_per_minute=1,
+        )
+        await llm.generate("first")  # the one request of this minute
+        if call == "generate":
+            task = asyncio.create_task(llm.generate("second"))
+            expected: type[Exception] = ConfigError
+        else:
+            task = asyncio.create_task(llm.chat_stream("second").__anext__())
+            expected = StreamError
+        await asyncio.sleep(0.05)
+        assert not task.done()  # waiting for its turn
+        await llm.aclose()
+        with pytest.raises(expected, match="closed"):
+            await asyncio.wait_for(task, HANG_GUARD)
+        assert state.total_requests == 1
+
+
+async def test_a_cancel_during_a_rate_limit_wait_stays_a_cancel() -> None:
+    state = ServerState()
+    async with serve_openai(state) as server:
+        async with OpenAILLM(
+            model="gpt-4o-mini", base_url=server.url, api_key="sk-hostile-close-0123456789",
+            requests_per_minute=1,
+        ) as llm:
+            await llm.generate("first")
+            task = asyncio.create_task(llm.generate("second"))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        assert state.total_requests == 1

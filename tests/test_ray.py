@@ -150,10 +150,10 @@ def test_one_rate_limit_for_the_whole_cluster(tmp_path: Path) -> None:
                            concurrency_per_actor=16, progress=False)
     assert (result.answered, result.failed) == (n, 0)
     assert limits.rejected <= 0.10 * (limits.admitted + limits.rejected)
-    # from the first request to the last (the actors' start-up is not the server's rate)
+    # the cluster never ran above the server's rate (a lower bound: a slow machine only
+    # stretches it); how close to the ideal time it finishes is benchmarks/bench_ray.py's
     span = max(limits.admitted_at) - min(limits.admitted_at)
-    ideal = (n - burst) / rate
-    assert span <= 1.25 * ideal + 0.5, (span, ideal)
+    assert span >= (n - burst) / rate * 0.9, span
 
 
 def test_configured_limit_binds_the_cluster_not_each_actor(tmp_path: Path) -> None:

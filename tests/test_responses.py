@@ -263,3 +263,13 @@ def test_events_of_servers_that_send_a_subset() -> None:
     state = ResponseEvents("openai")
     [chunk] = [c for c in [state.chunk(SSEEvent(orjson.dumps(llama[4][1])))] if c is not None]
     assert [(d.id, d.name, d.arguments) for d in chunk.tool_calls] == [("call_1", "get_weather", '{"city":"Paris"}')]
+
+
+async def test_arguments_that_are_not_json_are_kept_as_sent(srv: ServerHandle) -> None:
+    srv.state.tool_arguments = '{"city": "Par'
+    async with make(srv) as llm:
+        response = await llm.chat("weather?", tools=[get_weather], tool_choice="required")
+        chunks = [c async for c in llm.chat_stream("weather?", tools=[get_weather], tool_choice="required")]
+    for call in (response.tool_calls[0], (chunks[-1].completed_tool_calls or [])[0]):
+        assert call.arguments == {} and call.raw_arguments == '{"city": "Par'
+        assert call.arguments_error is not None

@@ -158,6 +158,8 @@ async def test_previous_response_id_and_store(http: aiohttp.ClientSession, srv: 
     assert second["previous_response_id"] == first["id"]
     async with http.get(srv.url + f"/responses/{first['id']}") as resp:
         assert resp.status == 200 and (await resp.json())["id"] == first["id"]
+    async with http.get(srv.url + "/responses/resp_unknown") as resp:
+        assert resp.status == 404 and "resp_unknown" in (await resp.json())["error"]["message"]
     events = await stream(http, srv, {"model": "gpt-4o-mini", "input": "hi", "store": False})
     unstored = events[-1]["response"]["id"]
     for rid in (unstored, "resp_unknown"):

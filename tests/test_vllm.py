@@ -5,6 +5,8 @@ them, structured replies cut by the token limit or not matching, ``top_k``,
 
 from __future__ import annotations
 
+import logging
+import pickle
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -125,6 +127,8 @@ async def test_a_structured_reply_cut_by_the_token_limit_is_reply_truncated(
     assert err.response.usage.completion_tokens == 2
     assert usage.completion_tokens == 2  # counted although the call raised
     assert "max_tokens" in err.message
+    again = pickle.loads(pickle.dumps(err))  # errors cross process boundaries (Ray, jobs)
+    assert type(again) is ReplyTruncatedError and again.response == err.response
     async with official(vllm) as client:
         with pytest.raises(openai.LengthFinishReasonError) as theirs:
             await client.chat.completions.parse(
@@ -178,6 +182,22 @@ async def test_pydantic_response_format_is_sent_strict_like_openai_python(
     assert schema["schema"]["additionalProperties"] is False
     assert schema["schema"]["required"] == ["name", "country", "tags"]
     assert response.parsed == Place(name="text", country="text", tags=["text"])
+
+
+async def test_a_schema_that_cannot_be_strict_goes_non_strict_with_one_warning(
+    vllm: ServerHandle, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Counts(BaseModel):
+        by_city: dict[str, int]  # open keys: OpenAI's strict mode cannot express it
+
+    with caplog.at_level(logging.WARNING, logger="llmkit.structured"):
+        async with llm_for(vllm) as llm:
+            for _ in range(3):
+                await llm.chat("Counts?", response_format=Counts)
+    sent = vllm.state.last_request.json["response_format"]["json_schema"]
+    assert sent["strict"] is False and sent["schema"] == Counts.model_json_schema()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "llmkit.structured"]
+    assert len(warnings) == 1 and "Counts" in warnings[0] and "by_city" in warnings[0]
 
 
 # ----------------------------------------------------------------------- options
@@ -251,6 +271,7 @@ async def test_error_param_from_vllm(vllm: ServerHandle) -> None:
         with pytest.raises(InvalidRequestError) as bad_min_p:
             await llm.chat("hi", min_p=1.5)
     assert too_long.value.param == "input_tokens"
+    assert pickle.loads(pickle.dumps(too_long.value)).param == "input_tokens"
     assert too_many.value.param == "max_tokens" and "is too large: 100" in too_many.value.message
     assert bad_min_p.value.param == "min_p" and bad_min_p.value.code == "400"
     async with official(vllm) as client:

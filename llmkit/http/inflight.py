@@ -3,21 +3,26 @@
 Closing a connection pool does not wake a task that is reading a response body: aiohttp
 leaves it parked in the body reader (the per-read timeout is gone with the connection), so
 a consumer half-way through a stream would wait forever. The transport therefore tracks
-every response whose body is being read and every retry back-off it sleeps through; on
-:meth:`InFlight.close` each response is closed on its own event loop (its reader then
-fails at once, and the transport turns that into "the instance was closed") and each
-back-off ends early. Responses and waits of any number of loops and threads are tracked;
+every response whose body is being read, every retry back-off it sleeps through and every
+wait for the rate limiter's turn; on :meth:`InFlight.close` each response is closed on its
+own event loop (its reader then fails at once, and the transport turns that into "the
+instance was closed"), each back-off ends early and each rate-limit wait is interrupted
+with the transport's "closed" error. Responses and waits of any number of loops and threads are tracked;
 adding and removing is a set operation (no lock, no task).
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 
 __all__ = ["InFlight"]
+
+T = TypeVar("T")
+_Wait = tuple[asyncio.AbstractEventLoop, "asyncio.Task[Any]"]
 
 
 def _wake(waiter: asyncio.Future[None]) -> None:
@@ -47,6 +52,8 @@ class InFlight:
         self.closed = False
         self._responses: set[aiohttp.ClientResponse] = set()
         self._pauses: set[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = set()
+        self._waits: set[_Wait] = set()
+        self._interrupted: set[_Wait] = set()
 
     def track(self, resp: aiohttp.ClientResponse) -> None:
         """``resp``'s body is about to be read (call from its loop)."""
@@ -72,6 +79,35 @@ class InFlight:
             handle.cancel()
             self._pauses.discard(entry)
 
+    async def interruptible(self, awaitable: Awaitable[T], closed: Callable[[], BaseException]) -> T:
+        """``await awaitable``; :meth:`close` interrupts it (the task is cancelled there and
+        ``closed()`` is raised instead). For waits that do their own sleeping (the rate
+        limiter's turn)."""
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - always inside a task
+            return await awaitable
+        entry: _Wait = (asyncio.get_running_loop(), task)
+        self._waits.add(entry)
+        try:
+            return await awaitable
+        except asyncio.CancelledError:
+            if entry not in self._interrupted:
+                raise
+            self._interrupted.discard(entry)
+            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
+            if uncancel is not None and uncancel() > 0:
+                raise  # cancelled by someone else too: that wins
+            raise closed() from None
+        finally:
+            self._waits.discard(entry)
+
+    def _interrupt(self, entry: _Wait) -> None:
+        """On the task's loop: cancel it if it is still waiting."""
+        if entry in self._waits:
+            entry[1].cancel()
+        else:
+            self._interrupted.discard(entry)
+
     def close(self) -> None:
         """Mark closed, then wake everything in flight (each on its own loop)."""
         self.closed = True
@@ -83,3 +119,6 @@ class InFlight:
                 _on_loop(loop, resp.close)
         for loop, waiter in list(self._pauses):
             _on_loop(loop, _wake, waiter)
+        for entry in list(self._waits):
+            self._interrupted.add(entry)
+            _on_loop(entry[0], self._interrupt, entry)

@@ -13,7 +13,11 @@ import backoff
 
 from llmkit.core.errors import LLMError, RateLimitError
 
-__all__ = ["RetryPolicy", "parse_retry_after"]
+__all__ = ["MAX_WAIT", "RetryPolicy", "parse_retry_after", "retry_after_detail"]
+
+MAX_WAIT = 7 * 24 * 3600.0
+"""The longest wait a server's header is believed for (a week): beyond it the value is
+absurd (a timestamp read as seconds, a counter's garbage) and ignored."""
 
 
 def _seconds(text: str, scale: float = 1.0) -> float | None:
@@ -23,31 +27,42 @@ def _seconds(text: str, scale: float = 1.0) -> float | None:
         value = float(text) * scale
     except ValueError:
         return None
-    return value if math.isfinite(value) and value >= 0.0 else None
+    return value if math.isfinite(value) and 0.0 <= value <= MAX_WAIT else None
 
 
-def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
-    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP-date)."""
+def retry_after_detail(headers: Mapping[str, str] | None) -> tuple[float, bool] | None:
+    """``(seconds, precise)`` from ``retry-after-ms`` or ``Retry-After`` (seconds or
+    HTTP-date); ``precise`` is false for whole seconds (a server rounds up to them: a
+    Retry-After of 1 may mean any wait below a second). ``None`` when absent or unusable
+    (negative, not finite, beyond :data:`MAX_WAIT`)."""
     if not headers:
         return None
     ms = headers.get("retry-after-ms")
     if ms is not None:
         seconds = _seconds(ms, 0.001)
         if seconds is not None:
-            return seconds
+            return seconds, True
     value = headers.get("retry-after")
     if value is None:
         return None
     value = value.strip()
     if value[:1] in "+-.0123456789" or value.lower() in ("nan", "inf", "infinity"):
-        return _seconds(value)
+        seconds = _seconds(value)
+        return None if seconds is None else (seconds, not seconds.is_integer())
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when is None:
         return None
-    return max(0.0, when.timestamp() - time.time())
+    seconds = max(0.0, when.timestamp() - time.time())
+    return (seconds, False) if seconds <= MAX_WAIT else None
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or HTTP-date)."""
+    found = retry_after_detail(headers)
+    return None if found is None else found[0]
 
 
 @dataclass(frozen=True)

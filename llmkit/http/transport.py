@@ -79,7 +79,9 @@ class HTTPTransport:
         self.retry = retry or RetryPolicy()
         self.limiter = limiter or ConcurrencyLimiter(64)
         self.metrics = metrics or MetricsRecorder()
-        self.rate_limiter = rate_limiter or RateLimiter()
+        self.rate_limiter = rate_limiter or RateLimiter(provider=provider)
+        # what this server teaches is shared with every instance using it with this key
+        self.rate_limiter.share(self.base_url, self.headers)
         self.sessions = SessionManager(session_options)
         self.max_response_bytes = max_response_bytes
         self.max_event_bytes = max_event_bytes
@@ -143,18 +145,29 @@ class HTTPTransport:
                 if hooks is not None:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
-                    async with limiter:
-                        ticket = await self.rate_limiter.acquire(json)
-                        result = await self._once(
-                            method, url, data if upload is None else upload(), headers,
-                            params, tmo, model, parse, ticket,
+                    if not limiter.try_acquire():
+                        await limiter.acquire()
+                    try:
+                        ticket = await self.inflight.interruptible(
+                            self.rate_limiter.acquire(json, attempt > 0),
+                            lambda: self._closed_error(False),
                         )
+                        try:
+                            result = await self._once(
+                                method, url, data if upload is None else upload(), headers,
+                                params, tmo, model, parse, ticket,
+                            )
+                        finally:
+                            self.rate_limiter.release(ticket)
+                    finally:
+                        limiter.release()
                 except LLMError as exc:
                     if not retry or self.inflight.closed or not policy.should_retry(exc, attempt):
                         raise
                     if waits is None:
                         waits = policy.waits()
-                    delay = policy.delay_for(exc, next(waits))
+                    # a refusal the limiter paces: it holds the retry, not a backoff
+                    delay = self.rate_limiter.retry_delay(exc, policy.delay_for(exc, next(waits)))
                     if hooks is not None:
                         await hooks.attempt("retry", self.provider, model, attempt, error=exc, delay=delay)
                     attempt += 1
@@ -207,7 +220,6 @@ class HTTPTransport:
                 async with session.request(
                     method, url, data=data, headers=headers, params=params, timeout=timeout
                 ) as resp:
-                    self.rate_limiter.observe(ticket, resp.headers, resp.status)
                     self.inflight.track(resp)
                     try:
                         body = await read_bounded(resp, self.max_response_bytes, self.provider)
@@ -221,6 +233,8 @@ class HTTPTransport:
                 self.rate_limiter.observe(ticket, None, None)
                 error = self._client_error(exc, url, stream=False)
             else:
+                # an error's body tells an overloaded server from a rate limit
+                self.rate_limiter.observe(ticket, resp_headers, status, body if status >= 400 else None)
                 decoded = decode_body(
                     body, status, resp_headers, ctype, charset, parse,
                     model=model, provider=self.provider,
@@ -306,7 +320,8 @@ class HTTPTransport:
             while True:
                 if hooks is not None:
                     await hooks.attempt("request", self.provider, model, attempt)
-                await limiter.acquire()
+                if not limiter.try_acquire():
+                    await limiter.acquire()
                 held = True
                 if self._closed():  # closed while this stream waited for a slot or a retry
                     limiter.release()
@@ -315,8 +330,11 @@ class HTTPTransport:
                     raise self._closed_error(True)
                 resp: aiohttp.ClientResponse | None = None
                 err: LLMError | None = None
+                ticket: Ticket | None = None
                 try:
-                    ticket = await self.rate_limiter.acquire(json)
+                    ticket = await self.inflight.interruptible(
+                        self.rate_limiter.acquire(json, attempt > 0), lambda: self._closed_error(True)
+                    )
                     resp = await self._open(
                         method, url, data, headers, model, params, timeout, ticket
                     )
@@ -386,6 +404,7 @@ class HTTPTransport:
                             provider=self.provider,
                         )
                 finally:
+                    self.rate_limiter.release(ticket)
                     if resp is not None:
                         self.inflight.untrack(resp)
                         finish_response(resp, complete=error_type is None)
@@ -402,7 +421,7 @@ class HTTPTransport:
                     raise _bare(err)
                 if waits is None:
                     waits = policy.waits()
-                delay = policy.delay_for(err, next(waits))
+                delay = self.rate_limiter.retry_delay(err, policy.delay_for(err, next(waits)))
                 if hooks is not None:
                     await hooks.attempt("retry", self.provider, model, attempt, error=err, delay=delay)
                 attempt += 1
@@ -439,10 +458,11 @@ class HTTPTransport:
                 self.rate_limiter.observe(ticket, None, None)
                 error = self._client_error(exc, url, stream=False, streaming=True)
             else:
-                self.rate_limiter.observe(ticket, resp.headers, resp.status)
                 if resp.status < 400:
+                    self.rate_limiter.observe(ticket, resp.headers, resp.status)
                     return resp
                 error = await self._error_response(resp, url, model)
+                self.rate_limiter.observe(ticket, resp.headers, resp.status, error.message)
             raise error
         raise AssertionError("unreachable")  # pragma: no cover
 

@@ -12,7 +12,15 @@ import pytest
 from pydantic import BaseModel
 
 from llmkit import HuggingFaceLLM, InvalidRequestError, LLMConfig, Message, OllamaLLM, OpenAILLM
-from tests.servers import ServerState, serve, serve_hf, serve_ollama, serve_openai, serve_tgi
+from tests.servers import (
+    ServerState,
+    serve,
+    serve_hf,
+    serve_ollama,
+    serve_openai,
+    serve_tgi,
+    serve_vllm,
+)
 from tests.servers.hf_server import make_tgi_app
 
 FAST_RETRY = {"retry_initial_delay": 0.01, "retry_max_delay": 0.05}
@@ -59,11 +67,15 @@ async def test_openai_per_call_timeout_is_not_a_body_field() -> None:
     assert "timeout" not in srv.state.last_request.json
 
 
-async def test_openai_top_k_is_refused_before_sending() -> None:
-    async with serve_openai() as srv, openai_llm(srv.url) as llm:
+async def test_openai_compatible_top_k_goes_out_and_api_openai_com_refuses_it() -> None:
+    async with serve_vllm() as srv, openai_llm(srv.url) as llm:
+        await llm.generate("hi", top_k=3)
+    assert srv.state.last_request.json["top_k"] == 3
+    async with OpenAILLM(LLMConfig(provider="openai", model="gpt-4o-mini",
+                                   api_key="sk-test", max_retries=0)) as official:
         with pytest.raises(InvalidRequestError, match="top_k"):
-            await llm.generate("hi", top_k=3)
-    assert srv.state.request_count == 0
+            await official.generate("hi", top_k=3)
+        assert official.get_metrics().requests == 0
 
 
 async def test_ollama_minimal_request_carries_no_options() -> None:

@@ -43,7 +43,7 @@ from contextlib import aclosing
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-from llmkit.base import PromptCache, _check_texts, parse_structured
+from llmkit.base import PromptCache, _check_texts
 from llmkit.core.config import LLMConfig
 from llmkit.core.errors import (
     ConfigError,
@@ -60,10 +60,13 @@ from llmkit.core.types import (
 from llmkit.providers.huggingface import hub as hf_hub
 from llmkit.providers.huggingface import router as hf_router
 from llmkit.providers.huggingface import tgi as hf_tgi
+from llmkit.providers.huggingface.chat_mode import ChatWireMode
+from llmkit.providers.huggingface.detect import ServerDetection
 from llmkit.providers.huggingface.hub import extract_code
 from llmkit.providers.huggingface.local_mode import LocalMode
-from llmkit.providers.huggingface.server_api import HFServerAPI
 from llmkit.providers.huggingface.tgi import render_prompt
+from llmkit.providers.huggingface.tgi_mode import TGIGenerateMode
+from llmkit.providers.openai.client import OpenAICompatible
 
 __all__ = ["HuggingFaceLLM", "extract_code", "render_prompt"]
 
@@ -81,12 +84,12 @@ def _is_router(url: str) -> bool:
     return host == "router.huggingface.co"
 
 
-class HuggingFaceLLM(HFServerAPI):
+class HuggingFaceLLM(OpenAICompatible):
     """Hugging Face: the Inference Providers router, TGI servers, the Hub, local models."""
 
     provider_name: ClassVar[str] = "huggingface"
     provider_options: ClassVar[frozenset[str]] = (
-        HFServerAPI.provider_options | hf_tgi.GENERATE_PARAMETERS | {"tool_prompt"}
+        OpenAICompatible.provider_options | hf_tgi.GENERATE_PARAMETERS | {"tool_prompt"}
     )
     _chat_path: ClassVar[str] = "v1/chat/completions"
     _embeddings_path: ClassVar[str] = "v1/embeddings"
@@ -104,8 +107,10 @@ class HuggingFaceLLM(HFServerAPI):
             )
         hf_router.check_choice(extra.get("inference_provider"))
         self._use_local = (self.config.base_url or "").strip().lower() == "local"
-        if api == "router" or (api is None and _is_router(self._http.base_url)):
-            self._api = "router"
+        known = "router" if api == "router" or (api is None and _is_router(self._http.base_url)) else None
+        self._detection = ServerDetection(self._http, extra, self.config.timeout, known)
+        self._chat_mode = ChatWireMode(self, self._detection)
+        self._tgi_mode = TGIGenerateMode(self, self._detection)
         self._hub = self._make_transport(self._hub_base(), self._auth_headers(self.config.key()))
         self._mappings: dict[str, dict[str, Any]] = {}
         self._local_mode = LocalMode(self)
@@ -131,7 +136,7 @@ class HuggingFaceLLM(HFServerAPI):
         return str(url).rstrip("/")
 
     def _chat_model(self) -> str:
-        if self._api == "router":
+        if self._detection.api == "router":
             return hf_router.chat_model(self.model, self.config.extra.get("inference_provider"))
         return self.model
 
@@ -153,6 +158,14 @@ class HuggingFaceLLM(HFServerAPI):
 
     # ------------------------------------------------------------------ generation
 
+    async def _mode(self) -> LocalMode | TGIGenerateMode | ChatWireMode:
+        """The mode serving calls now: local, TGI's ``/generate``, or the chat wire (the
+        router, an OpenAI-compatible server, TGI's messages API)."""
+        if self._use_local:
+            return self._local_mode
+        api = await self._detection.resolve()
+        return self._tgi_mode if api == "tgi" else self._chat_mode
+
     async def chat(
         self,
         messages: MessagesInput,
@@ -162,24 +175,10 @@ class HuggingFaceLLM(HFServerAPI):
         response_format: Any = None,
         **options: Any,
     ) -> ChatResponse:
-        if self._use_local:
-            return await self._local_mode.chat(
-                messages, tools=tools, response_format=response_format, options=options
-            )
-        api = await self._resolve_api()
-        if api == "tgi":
-            return await self._tgi_chat(messages, tools, response_format, options)
-        if api == "tgi-chat":
-            options, model_cls = self._tgi_messages_options(options, response_format)
-            response = await super().chat(messages, tools=tools, tool_choice=tool_choice, **options)
-            if response_format is not None:
-                response.parsed = parse_structured(
-                    response.content, model_cls or response_format, self.provider, response
-                )
-            return response
-        return await super().chat(
+        mode = await self._mode()
+        return await mode.chat(
             messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
-            **options,
+            options=options,
         )
 
     async def chat_stream(
@@ -191,37 +190,23 @@ class HuggingFaceLLM(HFServerAPI):
         response_format: Any = None,
         **options: Any,
     ) -> AsyncGenerator[StreamChunk, None]:
-        gen: AsyncGenerator[StreamChunk, None]
-        if self._use_local:
-            gen = self._local_mode.stream(messages, tools=tools, options=options)
-        else:
-            api = await self._resolve_api()
-            if api == "tgi":
-                gen = self._tgi_stream(messages, tools, response_format, options)
-            else:
-                if api == "tgi-chat":
-                    options, _ = self._tgi_messages_options(options, response_format)
-                    response_format = None
-                gen = super().chat_stream(
-                    messages, tools=tools, tool_choice=tool_choice,
-                    response_format=response_format, **options,
-                )
-        async with aclosing(gen):
-            async for chunk in gen:
+        mode = await self._mode()
+        stream = mode.stream(
+            messages, tools=tools, tool_choice=tool_choice, response_format=response_format,
+            options=options,
+        )
+        async with aclosing(stream):
+            async for chunk in stream:
                 yield chunk
 
     async def generate_stream(
         self, messages: MessagesInput, **options: Any
     ) -> AsyncGenerator[str, None]:
-        if self._use_local or await self._resolve_api() in ("tgi", "tgi-chat"):
-            gen: AsyncGenerator[Any, None] = self.chat_stream(messages, **options)
-        else:
-            gen = super().generate_stream(messages, **options)
-        async with aclosing(gen):
-            async for item in gen:
-                text = item if isinstance(item, str) else item.delta
-                if text:
-                    yield text
+        mode = await self._mode()
+        texts = mode.text_stream(messages, options)
+        async with aclosing(texts):
+            async for text in texts:
+                yield text
 
     # ------------------------------------------------------------------ embeddings
 
@@ -236,7 +221,7 @@ class HuggingFaceLLM(HFServerAPI):
     async def _embed_request(self, texts: list[str]) -> list[list[float]]:
         model = self._embedding_model()
         extra = self.config.extra
-        api = await self._resolve_api()
+        api = await self._detection.resolve()
         if api in ("tgi", "tgi-chat"):
             if not extra.get("embedding_base_url"):
                 raise NotSupportedError(
@@ -325,15 +310,8 @@ class HuggingFaceLLM(HFServerAPI):
     # ------------------------------------------------------------------ health, info
 
     async def health_check(self) -> None:
-        if self._use_local:
-            await self._local_mode.load()
-            return
-        api = await self._resolve_api()
-        timeout = min(self.config.timeout, 10.0)
-        if api in ("tgi", "tgi-chat"):
-            await self._http.request("GET", "health", timeout=timeout, parse="bytes", retry=False)
-        else:
-            await self._http.request("GET", "v1/models", timeout=timeout, retry=False)
+        mode = await self._mode()
+        await mode.health(min(self.config.timeout, 10.0))
 
     def get_model_info(self) -> ModelInfo:
         """Capabilities of the mode in use (exact once the API is resolved: after the first
@@ -350,9 +328,9 @@ class HuggingFaceLLM(HFServerAPI):
                 context_length=info.get("context_length"),
                 details={"mode": "local", **info},
             )
-        api = self._api or (self.config.extra.get("api") or "auto")
+        api = self._detection.api or (self.config.extra.get("api") or "auto")
         tei = self.config.extra.get("embedding_base_url")
-        tgi = self._tgi_info or {}
+        tgi = self._detection.tgi_info or {}
         context = tgi.get("max_total_tokens") or tgi.get("max_input_length")
         return ModelInfo(
             provider=self.provider,

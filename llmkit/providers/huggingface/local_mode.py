@@ -248,6 +248,7 @@ class LocalMode:
         messages: MessagesInput,
         *,
         tools: Sequence[Any] | None,
+        tool_choice: Any = None,
         response_format: Any,
         options: Mapping[str, Any],
     ) -> ChatResponse:
@@ -269,7 +270,13 @@ class LocalMode:
         return self._response(outcome if call.n > 1 else [outcome], response_format)
 
     async def stream(
-        self, messages: MessagesInput, *, tools: Sequence[Any] | None, options: Mapping[str, Any]
+        self,
+        messages: MessagesInput,
+        *,
+        tools: Sequence[Any] | None,
+        tool_choice: Any = None,
+        response_format: Any = None,
+        options: Mapping[str, Any],
     ) -> AsyncGenerator[StreamChunk, None]:
         self._no_tools(tools)
         msgs = self.messages(messages)
@@ -318,9 +325,21 @@ class LocalMode:
             )
         return self._response([result]).content
 
+    async def text_stream(
+        self, messages: MessagesInput, options: Mapping[str, Any]
+    ) -> AsyncGenerator[str, None]:
+        chunks = self.stream(messages, tools=None, options=options)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                if chunk.delta:
+                    yield chunk.delta
+
     async def load(self) -> None:
         with self.errors():
             await self.backend().load()
+
+    async def health(self, timeout: float) -> None:
+        await self.load()
 
     def info(self) -> dict[str, Any]:
         return self.backend().info()

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from llmkit.core.config import LLMConfig
 from llmkit.core.errors import ConfigError, InvalidRequestError
 from llmkit.core.options import ClientOptions
+from llmkit.core.structured import parse_structured
 from llmkit.core.types import ChatResponse, MessagesInput, StreamChunk, Usage
 from llmkit.http.transport import HTTPTransport
 
@@ -18,7 +19,6 @@ from .events import ResponseEvents, decode, is_last
 from .options import chat_refusals, responses_refusals
 from .request import responses_body
 from .response import parse_response, parse_usage
-from .structured import check_structured
 
 __all__ = ["RESPONSES_PATH", "Provider", "ResponsesAPI", "responses_api"]
 
@@ -78,7 +78,11 @@ class ResponsesAPI:
         response = parse_response(data, model, llm.provider)
         llm._record_usage(response.usage)
         if response_format is not None and response.refusal is None:
-            response.parsed = check_structured(response, model_cls or response_format, llm.provider)
+            # a reply that does not validate is a ReplyValidationError, one the token limit
+            # cut (status "incomplete") a ReplyTruncatedError; both carry the response
+            response.parsed = parse_structured(
+                response.content, model_cls or response_format, llm.provider, response
+            )
         return response
 
     def _open(

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from llmkit.core.errors import StreamError
-from llmkit.core.types import StreamChunk, ToolCall, ToolCallDelta, Usage
+from llmkit.core.types import StreamChunk, ToolCall, ToolCallDelta, Usage, new_chunk
 from llmkit.http.error_mapping import error_from_payload
 from llmkit.http.streaming import SSEEvent
 
@@ -29,11 +29,6 @@ TERMINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "respo
 _TEXT = "response.output_text.delta"
 _REASONING = frozenset({"response.reasoning_summary_text.delta", "response.reasoning_text.delta"})
 _loads = orjson.loads
-_new_chunk = StreamChunk._trusted
-_BLANK: dict[str, Any] = {
-    name: (field.default_factory() if field.default_factory is not None else field.default)  # type: ignore[call-arg]
-    for name, field in StreamChunk.model_fields.items()
-}
 
 
 def is_last(ev: SSEEvent) -> bool:
@@ -67,12 +62,15 @@ def decode(ev: SSEEvent, provider: str) -> dict[str, Any] | None:
     return obj
 
 
-def _chunk(obj: dict[str, Any], **fields: Any) -> StreamChunk:
-    values = dict(_BLANK)
-    values["tool_calls"] = []
-    values.update(fields)
-    values["raw"] = obj
-    return _new_chunk(values)
+def _chunk(
+    obj: dict[str, Any], *, delta: str = "", reasoning: str = "", refusal: str | None = None,
+    tool_calls: list[ToolCallDelta] | None = None, finish_reason: str | None = None,
+    usage: Usage | None = None, completed: list[ToolCall] | None = None,
+) -> StreamChunk:
+    chunk = new_chunk(delta, reasoning, refusal, tool_calls or [], finish_reason, usage, 0, None, obj)
+    if completed:
+        chunk.completed_tool_calls = completed
+    return chunk
 
 
 class ResponseEvents:
@@ -93,7 +91,7 @@ class ResponseEvents:
                 delta = obj["delta"]
                 if type(delta) is not str:
                     raise TypeError("delta is not a string")
-                return _chunk(obj, delta=delta)
+                return new_chunk(delta, "", None, [], None, None, 0, obj.get("logprobs") or None, obj)
             obj = decode(ev, self.provider)
             if obj is None:
                 return None
@@ -179,7 +177,7 @@ class ResponseEvents:
             obj,
             finish_reason=finish_reason(response, bool(calls)) or "stop",
             usage=parse_usage(response.get("usage")) or Usage(),
-            completed_tool_calls=calls or None,
+            completed=calls or None,
         )
 
     # ------------------------------------------------------------ text only

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from llmkit.core.errors import LLMError
+from llmkit.core.tools import tool_call as decoded_call
 from llmkit.core.types import ChatResponse, Choice, ToolCall, Usage
 from llmkit.http.error_mapping import error_from_payload
 
@@ -48,35 +47,13 @@ def parse_usage(data: Any) -> Usage | None:
 
 
 def tool_call(item: dict[str, Any]) -> ToolCall:
-    """A ``function_call`` item as a :class:`ToolCall` (``id`` is its ``call_id``)."""
+    """A ``function_call`` item as a :class:`ToolCall` (``id`` is its ``call_id``; the
+    arguments decoded as on chat completions, their text kept in ``raw_arguments``)."""
     raw = item.get("arguments") or ""
     if type(raw) is not str:
         raise TypeError("function_call arguments are not a string")
-    return _make_call(str(item.get("call_id") or item.get("id") or ""), str(item.get("name") or ""), raw)
-
-
-def _make_call(call_id: str, name: str, raw: str) -> ToolCall:
-    arguments: dict[str, Any] = {}
-    error: str | None = None
-    if raw:
-        try:
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            error = f"arguments are not valid JSON: {exc}"
-        else:
-            if isinstance(value, dict):
-                arguments = value
-            else:
-                error = f"arguments are JSON {type(value).__name__}, not an object"
-    fields = ToolCall.model_fields
-    extra: dict[str, Any] = {}
-    if "raw_arguments" in fields:
-        extra["raw_arguments"] = raw
-    if "arguments_error" in fields:
-        extra["arguments_error"] = error
-    elif error is not None:
-        arguments = {"_raw": raw}
-    return ToolCall(call_id, name, arguments, **extra)
+    call_id = str(item.get("call_id") or item.get("id") or "")
+    return decoded_call(call_id, str(item.get("name") or ""), raw)
 
 
 def failed_error(response: dict[str, Any], provider: str | None) -> LLMError:
