@@ -44,7 +44,7 @@ ROOT = HERE.parent
 
 MODEL = "gpt-4o-mini"
 WORDS = 20  # content chunks of a full stream
-SLOW_WORDS = 40  # chunks of the stream that is cancelled mid-way (2 ms apart)
+SLOW_WORDS = 100  # chunks of the stream that is cancelled mid-way (3 ms apart)
 DIM = 256  # embedding dimension
 # the mix, per 20 calls
 MIX = (
@@ -146,7 +146,7 @@ async def serve(port: int, flavor: str = "lean") -> None:
             for ev in events:  # one write per event, as a generating server sends them
                 await resp.write(ev.replace(b"chatcmpl-soak", name))
                 if model == "slow":
-                    await asyncio.sleep(0.002)
+                    await asyncio.sleep(0.003)
             if model == "hold":
                 await asyncio.sleep(600)  # cancelled when the client goes away
             await resp.write_eof()

@@ -26,6 +26,7 @@ def main() -> int:
         ["bench_ratelimit.py", *(["--quick"] if args.quick else [])],
         ["bench_parsers.py", *(["--repeats", "1"] if args.quick else [])],
         ["bench_ray.py", *(["--quick"] if args.quick else [])],
+        ["bench_jobs.py", *(["--rows", "2000", "--repeat", "1"] if args.quick else [])],
     ]
     failed = 0
     for script, *rest in runs:

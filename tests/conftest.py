@@ -15,11 +15,13 @@ if str(Path(__file__).resolve().parents[1]) not in sys.path:  # plain `pytest` i
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.servers import (
+    BatchServerHandle,
     ServerHandle,
     ServerState,
     serve_hf,
     serve_ollama,
     serve_openai,
+    serve_openai_batch,
     serve_tgi,
     spec_validation,
 )
@@ -69,6 +71,14 @@ def pytest_terminal_summary(
 async def openai_server() -> AsyncIterator[ServerHandle]:
     """OpenAI-compatible server; ``.url`` ends in ``/v1``."""
     async with serve_openai(ServerState()) as handle:
+        yield handle
+
+
+@pytest.fixture
+async def openai_batch_server() -> AsyncIterator[BatchServerHandle]:
+    """The OpenAI server with OpenAI's Files and Batch API; ``.batch`` holds its files,
+    batches and clock (``tests/servers/openai_batch_server.py``)."""
+    async with serve_openai_batch() as handle:
         yield handle
 
 

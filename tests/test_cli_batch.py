@@ -413,3 +413,27 @@ async def test_expired_batch_then_rerun_sends_exactly_the_missing_rows(tmp_path:
                 for x in bs.files[second.input_file_id].data.split(b"\n") if x]
         assert sorted(sent) == sorted(f"prompt {i}" for i in missing)
     assert [rec["output"] for rec in rows(out)] == [f"Echo: prompt {i}" for i in range(30)]
+
+
+async def test_ctrl_c_while_polling_keeps_the_batches_for_the_rerun(tmp_path: Path) -> None:
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(8)))
+    out = tmp_path / "o.jsonl"
+    state = tmp_path / "o.jsonl.state.json"
+    bs = BatchState(clock=FastClock(speed=0), validating_seconds=1, seconds_per_request=1)
+    async with serve_openai_batch(batch=bs) as srv:
+        args = [*_batch_flags(srv.url), str(prompts), "-o", str(out)]
+        proc = await _start(*args)
+        await _until(lambda: state.exists() and json.loads(state.read_text())["batches"][0]["id"])
+        proc.send_signal(signal.SIGINT)
+        _, err_b = await asyncio.wait_for(proc.communicate(), 30)
+        err = err_b.decode()
+        assert proc.returncode == 130, err
+        assert "0 of 8 rows done (the provider's batches keep running" in err
+        assert "resume with: llmkit " + " ".join(args) in err
+        assert state.exists() and len(bs.batches) == 1
+        bs.clock.advance(100)
+        r = await cli(*args)
+        assert r.rc == 0, r.err
+        assert len(bs.batches) == 1 and "8 answered" in r.err
+    assert [rec["output"] for rec in rows(out)] == [f"Echo: prompt {i}" for i in range(8)]

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import llmkit.sync
@@ -88,6 +88,7 @@ async def test_openai_batch_input_format_is_read_as_such(tmp_path: Path) -> None
         ('{"prompt": "a", "messages": [{"role": "user", "content": "b"}]}\n', 1, "exactly one of"),
         ('{"prompt": "a", "id": "x"}\n{"prompt": "b", "id": "x"}\n', 2, "also the id of line 1"),
         ('{"prompt": "a", "options": [1]}\n', 1, "'options' must be a JSON object"),
+        ('{"prompt": "a", "options": {"model": "x"}}\n', 1, "cannot choose its model"),
         ('plain prompt\n{"prompt": "json"}\n', 2, "plain prompts"),
         ('{"custom_id": "a", "method": "POST", "url": "/v1/embeddings", "body": {}}\n', 1,
          "only /v1/chat/completions"),
@@ -175,14 +176,16 @@ async def test_output_in_a_read_only_directory_is_a_clear_error(tmp_path: Path) 
     assert not (where / "o.jsonl").exists() or where == ro
 
 
-_TEXT = st.text(st.characters(codec="utf-8"), max_size=40)
+# every code point, lone surrogates included (a custom provider may return them)
+_TEXT = st.text(st.characters(exclude_categories=()), max_size=40)
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@example(replies=["a\u2028b\u0085c\u2029", "\ud800 lone", "\r", "\x00\n{"], prompts=["\u2028", "x\udfff"])
 @given(replies=st.lists(_TEXT, min_size=1, max_size=8), prompts=st.lists(_TEXT, min_size=1, max_size=8))
 def test_any_unicode_reply_round_trips_byte_exact(replies: list[str], prompts: list[str]) -> None:
     """Every row present once, each reply exactly what the provider said, whatever it holds
-    (NUL, U+2028, U+0085, lone CR, ...), through the sync twin."""
+    (NUL, U+2028, U+0085, a lone CR, a lone surrogate, ...), through the sync twin."""
     texts = [f"p{i} {p}" for i, p in enumerate(prompts)]
     table = {t: replies[i % len(replies)] for i, t in enumerate(texts)}
     llm = MockLLM(responses=lambda messages: table[messages[-1].content])

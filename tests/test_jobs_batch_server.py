@@ -170,3 +170,19 @@ async def test_lines_split_only_on_newline() -> None:
         raw = (await client.files.content(got.output_file_id)).content
         assert raw.count(b"\n") == 1 and "x\u2028y\u0085z".encode() in raw
         await client.close()
+
+
+async def test_files_list_retrieve_delete(openai_batch_server: Any) -> None:
+    srv = openai_batch_server
+    client = AsyncOpenAI(base_url=srv.url, api_key="k", max_retries=0)
+    f = await client.files.create(file=("a.jsonl", _lines(2)), purpose="batch")
+    assert (await client.files.retrieve(f.id)).filename == "a.jsonl"
+    assert [x.id for x in (await client.files.list(purpose="batch")).data] == [f.id]
+    assert (await client.files.content(f.id)).content == _lines(2)
+    assert (await client.files.delete(f.id)).deleted is True
+    with pytest.raises(NotFoundError):
+        await client.files.content(f.id)
+    with pytest.raises(BadRequestError, match="input_file_id"):
+        await client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions",
+                                    completion_window="24h")
+    await client.close()

@@ -182,3 +182,29 @@ async def test_no_batch_api_is_not_supported_before_any_upload(tmp_path: Path) -
     with pytest.raises(NotSupportedError, match="provider 'mock' has no Batch API"):
         await jobs.run(src, {"provider": "mock", "model": "mock"}, output=out, mode="provider")
     assert not out.exists() and not (tmp_path / "o.jsonl.journal").exists()
+
+
+async def test_interrupted_while_polling_then_a_changed_input_is_refused(tmp_path: Path) -> None:
+    src = prompts(tmp_path / "p.txt", 5)
+    out = tmp_path / "o.jsonl"
+    state = tmp_path / "o.jsonl.state.json"
+    bs = BatchState(clock=FastClock(speed=0), validating_seconds=10, seconds_per_request=0,
+                    finalizing_seconds=0)
+    async with serve_openai_batch(batch=bs) as srv:
+        task = asyncio.ensure_future(jobs.run(src, config(srv.url), output=out, mode="provider",
+                                              progress=False, poll_interval=0.01))
+        await until(lambda: state.exists() and bool(json.loads(state.read_text())["batches"][0]["id"]))
+        task.cancel()  # Ctrl-C while the batch runs
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert state.exists() and not out.exists()
+        src.write_text("prompt 0\nprompt 1\nCHANGED\nprompt 3\nprompt 4\n")
+        with pytest.raises(jobs.JobFileError, match="changed since they were submitted"):
+            await jobs.run(src, config(srv.url), output=out, mode="provider", progress=False)
+        prompts(src, 5)
+        bs.clock.advance(10)
+        summary = await jobs.run(src, config(srv.url), output=out, mode="provider", progress=False,
+                                 poll_interval=0.01)
+        assert summary.answered == 5 and len(bs.batches) == 1
+        assert len(srv.state.requests_to("/v1/batches", "POST")) == 1
+    assert [r["output"] for r in rows(out)] == [f"Echo: prompt {i}" for i in range(5)]

@@ -195,3 +195,22 @@ def test_parsers_linear_in_event_length(kind: str) -> None:
 def test_sse_2mb_event_in_1kib_reads_is_fast() -> None:
     data = b"data: " + orjson.dumps({"c": "y" * (2 << 20)}) + b"\n\n"
     assert min(_parse_seconds(SSEParser(), data) for _ in range(3)) < 0.4
+
+
+def test_whole_event_reads_match_byte_by_byte_reads() -> None:
+    """Reads that hold whole ``data:`` events (the common case, parsed on a short path)
+    give the same events as the same bytes fed one at a time, ids and retry kept."""
+    stream = [
+        b"data: a\n\n", b"data: b\n\ndata: c\n\n", b"id: 7\nretry: 30\n\n", b"data: d\n\n",
+        b"data: \n\n", b"event: x\ndata: e\n\n", b"data: f\ndata: g\n\n", b": hi\n\ndata: h\n\n",
+    ]
+    whole = SSEParser()
+    by_read = [ev for read in stream for ev in whole.feed(read)]
+    single = SSEParser()
+    by_byte = [ev for read in stream for i in range(len(read)) for ev in single.feed(read[i:i + 1])]
+    assert by_read == by_byte
+    assert [(e.data, e.event, e.id, e.retry) for e in by_read] == [
+        ("a", "message", None, None), ("b", "message", None, None), ("c", "message", None, None),
+        ("d", "message", "7", 30), ("", "message", "7", 30), ("e", "x", "7", 30),
+        ("f\ng", "message", "7", 30), ("h", "message", "7", 30),
+    ]

@@ -59,6 +59,15 @@ class ConcurrencyLimiter:
         """The most slots ever held at once."""
         return self._peak
 
+    def try_acquire(self) -> bool:
+        """Take a slot if one is free and nobody is queued (no await: the common case of a
+        caller below the limit costs no coroutine)."""
+        with self._lock:
+            if self._in_use < self.limit and not self._waiters:
+                self._take()
+                return True
+        return False
+
     async def acquire(self) -> None:
         with self._lock:
             if self._in_use < self.limit and not self._waiters:
@@ -88,6 +97,9 @@ class ConcurrencyLimiter:
     def _hand_on(self) -> None:
         """Give one held slot to the first waiter whose loop is alive, or free it. A waiter
         of the running loop is woken directly; one of another loop through that loop."""
+        if not self._waiters:
+            self._in_use -= 1
+            return
         try:
             running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:

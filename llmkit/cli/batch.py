@@ -66,7 +66,7 @@ async def cmd_batch(args: argparse.Namespace, llm: BaseLLM) -> int:
 
 def interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
     """What Ctrl-C says: the rows done so far and the command that resumes."""
-    from llmkit.jobs.jobfile import journal_path, read_rows
+    from llmkit.jobs.jobfile import journal_path, read_rows, state_path
 
     command = "llmkit " + shlex.join(argv)
     if args.output == "-":
@@ -78,7 +78,10 @@ def interrupted(args: argparse.Namespace, argv: Sequence[str]) -> str:
     except Exception:  # the note must not hide the interruption
         return f"stopped by the user; resume with: {command}"
     of = f" of {total}" if total is not None else ""
-    return f"{len(done)}{of} rows done; resume with: {command}"
+    running = ""
+    if args.mode == "provider" and state_path(out).exists():
+        running = " (the provider's batches keep running; the rerun collects them, submitting nothing twice)"
+    return f"{len(done)}{of} rows done{running}; resume with: {command}"
 
 
 def _rows(args: argparse.Namespace) -> int | None:

@@ -74,6 +74,18 @@ class SSEEvent:
 
 
 _BOM = b"\xef\xbb\xbf"
+_object_new = object.__new__
+
+
+def _new_event(raw: bytes, event_id: str | None, retry: int | None) -> SSEEvent:
+    """A ``message`` event of ``raw`` data (the parser's path: no type checks)."""
+    ev: SSEEvent = _object_new(SSEEvent)
+    ev._raw = raw
+    ev._data = None
+    ev.event = "message"
+    ev.id = event_id
+    ev.retry = retry
+    return ev
 
 
 class _LineBuffer:
@@ -129,6 +141,19 @@ class SSEParser:
         self._pending_cr = False
 
     def feed(self, data: bytes) -> list[SSEEvent]:
+        if (
+            data[-2:] == b"\n\n"
+            and self._started
+            and not self._pending_cr
+            and self._data is None
+            and self._event is None
+            and not self._line.parts
+            and b"\r" not in data
+        ):
+            # the common read: whole events of one ``data: `` line each, nothing pending
+            simple = self._simple_events(data)
+            if simple is not None:
+                return simple
         if self._pending_cr:  # the previous read ended in CR: a LF now belongs to it
             self._pending_cr = False
             if data[:1] == b"\n":
@@ -162,6 +187,16 @@ class SSEParser:
             elif line[0] != 58:  # not a ":" comment line
                 self._field(line)
         return events
+
+    def _simple_events(self, data: bytes) -> list[SSEEvent] | None:
+        """The events of ``data`` when it is only ``data: <value>\\n\\n`` blocks (what the
+        general path would dispatch for it), else None (nothing consumed)."""
+        pieces = data[:-2].split(b"\n\n")
+        for piece in pieces:
+            if piece[:6] != b"data: " or b"\n" in piece:
+                return None
+        event_id, retry = self._id, self._retry
+        return [_new_event(piece[6:], event_id, retry) for piece in pieces]
 
     def iter_feed(self, data: bytes) -> Iterator[SSEEvent]:
         yield from self.feed(data)

@@ -145,7 +145,9 @@ class HTTPTransport:
                 if hooks is not None:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
-                    async with limiter:
+                    if not limiter.try_acquire():
+                        await limiter.acquire()
+                    try:
                         ticket = await self.inflight.interruptible(
                             self.rate_limiter.acquire(json, attempt > 0),
                             lambda: self._closed_error(False),
@@ -157,6 +159,8 @@ class HTTPTransport:
                             )
                         finally:
                             self.rate_limiter.release(ticket)
+                    finally:
+                        limiter.release()
                 except LLMError as exc:
                     if not retry or self.inflight.closed or not policy.should_retry(exc, attempt):
                         raise
@@ -316,7 +320,8 @@ class HTTPTransport:
             while True:
                 if hooks is not None:
                     await hooks.attempt("request", self.provider, model, attempt)
-                await limiter.acquire()
+                if not limiter.try_acquire():
+                    await limiter.acquire()
                 held = True
                 if self._closed():  # closed while this stream waited for a slot or a retry
                     limiter.release()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
@@ -81,7 +82,10 @@ def _io_error(action: str, path: Path, exc: OSError) -> JobFileError:
 
 def encode_row(row: dict[str, Any]) -> bytes:
     """One row as a line: JSON, UTF-8, raw line-breaking characters escaped, ending "\\n"."""
-    data = orjson.dumps(row)
+    try:
+        data = orjson.dumps(row)
+    except TypeError:  # text UTF-8 cannot hold (a lone surrogate, from a custom provider)
+        return json.dumps(row, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
     if b"\xc2\x85" in data or b"\xe2\x80" in data:
         for raw, escaped in _RAW_BREAKS:
             data = data.replace(raw, escaped)
@@ -92,7 +96,10 @@ def decode_row(line: bytes, where: str) -> dict[str, Any]:
     try:
         row = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
-        raise JobFileError(f"{where}: not a job row ({exc})") from None
+        try:  # a lone surrogate's escape, which orjson refuses (see encode_row)
+            row = json.loads(line)
+        except ValueError:
+            raise JobFileError(f"{where}: not a job row ({exc})") from None
     if not isinstance(row, dict) or not isinstance(row.get("index"), int):
         raise JobFileError(f"{where}: not a job row (no integer 'index')")
     return row

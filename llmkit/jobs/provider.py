@@ -7,7 +7,11 @@ again.
 State file (JSON, replaced atomically)::
 
     {"version": 1, "provider", "model", "base_url",
-     "batches": [{"input_file_id", "id", "rows": [index, ...], "status", "downloaded"}]}
+     "batches": [{"input_file_id", "id", "rows": [index, ...], "digest", "status",
+                  "downloaded"}]}
+
+(``digest``: of the rows' custom ids, so that a rerun with a changed input is refused
+while its batches are out.)
 
 A batch entry gets its ``input_file_id`` once uploaded and its ``id`` once created; an
 entry with a file and no id (a crash between the two) is looked up on the server by its
@@ -21,6 +25,7 @@ are sent again, in a new batch, by the next run.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,7 +35,7 @@ import orjson
 from llmkit.jobs.batch_api import BatchAPI
 from llmkit.jobs.errors import JobFileError
 from llmkit.jobs.job import Job
-from llmkit.jobs.jobfile import load_state, remove_state, save_state
+from llmkit.jobs.jobfile import load_state, make_row, remove_state, save_state
 from llmkit.jobs.progress import progress_bar
 from llmkit.jobs.source import JobRow
 
@@ -43,6 +48,21 @@ TERMINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 
 def custom_id(row: JobRow) -> str:
     return f"llmkit-{row.index}-{row.hash[:8]}"
+
+
+def rows_digest(rows: list[JobRow]) -> str:
+    """What a batch entry's rows were sent as (their custom ids), to spot a changed input."""
+    return hashlib.sha256(",".join(custom_id(r) for r in rows).encode()).hexdigest()[:16]
+
+
+def check_rows(state: dict[str, Any], job: Job, path: Path) -> None:
+    for entry in state["batches"]:
+        rows = [job.rows[i] for i in entry["rows"] if i < len(job.rows)]
+        if len(rows) != len(entry["rows"]) or rows_digest(rows) != entry.get("digest"):
+            raise JobFileError(
+                f"{path} tracks batches of input rows that have changed since they were "
+                "submitted; rerun with the input they were made from, or cancel them "
+                "(llmkit.jobs.cancel) and remove the state file")
 
 
 def new_state(api: BatchAPI) -> dict[str, Any]:
@@ -109,13 +129,8 @@ async def _download(api: BatchAPI, job: Job, entry: dict[str, Any], batch: dict[
             seen[row.index] = {"type": f"batch_{status}",
                                "message": f"batch {batch.get('id')} ended {status} without this row"
                                + (f" ({why})" if why else "")}
-    job.record_rows(job_row(job, job.rows[i], result) for i, result in sorted(seen.items()))
-
-
-def job_row(job: Job, row: JobRow, result: Any) -> dict[str, Any]:
-    from llmkit.jobs.jobfile import make_row
-
-    return make_row(row, job.provider, job.model, job.mode, result)
+    job.record_rows(make_row(job.rows[i], job.provider, job.model, job.mode, result)
+                    for i, result in sorted(seen.items()))
 
 
 async def run_provider(job: Job, api: BatchAPI, *, state_file: Path, resume: bool, progress: Any,
@@ -128,13 +143,14 @@ async def run_provider(job: Job, api: BatchAPI, *, state_file: Path, resume: boo
                                "them first (llmkit.jobs.cancel)")
         state["batches"] = [b for b in state["batches"] if not b.get("downloaded")]
         state.update(new_state(api), batches=state["batches"])
+        check_rows(state, job, state_file)
     else:
         state = new_state(api)
     pending = {i for b in state["batches"] for i in b["rows"]}
     todo = [r for r in job.todo() if r.index not in pending]
     for group, data in chunks(api, todo, max_requests, max_bytes, job):
-        entry: dict[str, Any] = {"input_file_id": None, "id": None,
-                                 "rows": [r.index for r in group], "status": None, "downloaded": False}
+        entry: dict[str, Any] = {"input_file_id": None, "id": None, "rows": [r.index for r in group],
+                                 "digest": rows_digest(group), "status": None, "downloaded": False}
         entry["input_file_id"] = await api.upload(f"llmkit-{job.output.name}-{len(state['batches'])}.jsonl", data)
         state["batches"].append(entry)
         save_state(state_file, state)

@@ -9,7 +9,8 @@ and the line, nothing is guessed.
 * **JSONL** (the first non-blank line starts with ``{``, or the name ends in ``.jsonl`` /
   ``.ndjson``): every line is a JSON object, either ``{"prompt": "..."}`` or
   ``{"messages": [...]}``, with an optional ``options`` object (per-call options, e.g.
-  ``{"temperature": 0}``) and an optional ``id`` (a string or an integer, unique); or a
+  ``{"temperature": 0}``; not ``model``: the job's model answers every row) and an
+  optional ``id`` (a string or an integer, unique); or a
   line of OpenAI's batch input format, ``{"custom_id", "method": "POST", "url":
   "/v1/chat/completions", "body": {...}}``, whose ``custom_id`` is the row's id, whose
   body's ``messages`` are sent, and whose other body fields are the row's options
@@ -19,6 +20,7 @@ and the line, nothing is guessed.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -55,7 +57,11 @@ def prompt_hash(messages: Any, options: dict[str, Any] | None = None) -> str:
     """A short stable hash of what is sent for a row (the prompt or messages, and the
     row's options when it has any)."""
     payload: Any = messages if not options else {"messages": messages, "options": options}
-    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    try:
+        data = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # text UTF-8 cannot hold (a lone surrogate): ASCII escapes
+        data = json.dumps(payload, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode()
+    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def _messages(value: Any, where: str) -> list[dict[str, Any]]:
@@ -116,6 +122,9 @@ def _row(obj: Any, where: str) -> tuple[Any, str, Any, dict[str, Any]]:
     options = obj.get("options", {})
     if not isinstance(options, dict):
         raise SourceError(f"{where}: 'options' must be a JSON object")
+    if "model" in options:
+        raise SourceError(f"{where}: a row cannot choose its model (every row of a job is "
+                          "answered by the job's model, which its rows record)")
     if "prompt" in obj:
         prompt = obj["prompt"]
         if not isinstance(prompt, str) or not prompt:
