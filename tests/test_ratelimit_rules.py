@@ -293,3 +293,4 @@ def test_rate_limit_state_says_what_is_believed_and_why() -> None:
     snap = state.snapshot(1.1)
     assert snap.source == "429" and snap.rate == pytest.approx(34.0)
     assert snap.paused_for == pytest.approx(0.4) and not math.isinf(snap.burst)
+    assert snap.paused_until is not None and snap.pause_length == 0.5
