@@ -309,3 +309,41 @@ async def test_fallback_chains_are_part_of_the_key(server: ServerHandle, tmp_pat
                 await member.aclose()
     assert count(server, CHAT) == count(other, CHAT) == 2
     assert KEY.encode() not in stored_bytes(path)
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [b"{not json", b'{"content": 5, "usage": "lots"}', b'{"a": 1}', b"[1, 2"],
+)
+async def test_a_damaged_row_is_a_miss_and_is_replaced(
+    server: ServerHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: bytes
+) -> None:
+    """A row another program (or a torn write) left damaged is not an error that fails the
+    call before sending: it is a miss, the reply is fetched, and the row is replaced."""
+    path = tmp_path / "damaged.sqlite"
+    async with openai(server, path) as llm:
+        reply = await llm.chat("row")
+        text = await llm.generate("text row")
+        vector = await llm.embed("vector row")
+        chunks = [c async for c in llm.generate_stream("stream row")]
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("UPDATE llmkit_replies SET value = ?", (damage,))
+        conn.commit()
+    server.state.requests.clear()
+    caplog.set_level(logging.WARNING, logger="llmkit")
+    async with openai(server, path) as llm:
+        assert (await llm.chat("row")).content == reply.content
+        assert await llm.generate("text row") == text
+        assert await llm.embed("vector row") == vector
+        assert [c async for c in llm.generate_stream("stream row")] == chunks
+        assert llm.get_metrics().cache_hits == 0
+        assert len(server.state.requests) == 4  # each damaged row a miss, sent once
+        warned = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+        assert len(warned) == 4, warned
+        # the replies replaced the damaged rows: served from the cache now
+        assert (await llm.chat("row")).content == reply.content
+        assert await llm.generate("text row") == text
+        assert await llm.embed("vector row") == vector
+        assert [c async for c in llm.generate_stream("stream row")] == chunks
+        assert llm.get_metrics().cache_hits == 4
+    assert len(server.state.requests) == 4

@@ -14,6 +14,9 @@ credential word (``Authorization``, ``x-api-key``, ``hf_token``, ``client_secret
 ``password``, ``cookie``, ...) and, in any text, a registered secret or a URL's password. A request with an option that has no
 stable JSON form (an arbitrary object) is neither looked up nor stored.
 
+A damaged row (not JSON, or not of its operation's shape) is a miss, with a warning; the
+reply that comes instead replaces it.
+
 Only complete replies are stored: errors never, streams once they ended normally (a stream
 the consumer stopped early is not stored); a stored stream is replayed as a stream.
 
@@ -29,47 +32,27 @@ runs in a worker thread with its own short-lived connection, never on the event 
 from __future__ import annotations
 
 import asyncio
-import enum
-import hashlib
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Mapping
 from contextlib import closing
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from pydantic import BaseModel
 
 from llmkit.calls.protocol import NO_ANSWER, LayerCall
-from llmkit.core.errors import ConfigError, LLMError, redact
+from llmkit.calls.reply_key import request_key
+from llmkit.core.errors import ConfigError, redact
 from llmkit.core.structured import parse_structured
-from llmkit.core.types import ChatResponse, Message, StreamChunk, normalize_messages
+from llmkit.core.types import ChatResponse, StreamChunk
 
 if TYPE_CHECKING:
     from llmkit.calls.protocol import CallRecord, CallTarget
 
-__all__ = ["ReplyCache", "request_key"]
+__all__ = ["ReplyCache"]
 
 log = logging.getLogger("llmkit.calls.reply_cache")
-
-FORMAT_VERSION = 2
-# Call options that change how a request is sent, not what comes back.
-UNKEYED_OPTIONS = frozenset({"timeout", "max_retries"})
-# Config extras that change how requests are sent or batched, not what comes back.
-UNKEYED_EXTRAS = frozenset({
-    "retry_initial_delay", "retry_max_delay", "retry_max_after", "max_response_bytes",
-    "max_event_bytes", "connection_limit", "verify_ssl", "trust_env", "embedding_batch_size",
-    "embedding_batch_chars", "max_batch_size", "embed_batch_size", "latency", "chunk_size",
-})
-# Fields and headers that carry credentials: the last word of the name (lower case, split
-# at "-" and "_"), so that "x-api-key", "hf_token" and "Authorization" are, "max_tokens" not.
-_SECRET_WORDS = frozenset({
-    "key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials",
-    "authorization", "cookie", "signature",
-})
-MESSAGE_OPERATIONS = frozenset({"generate", "chat", "generate_stream", "chat_stream"})
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS llmkit_replies (
@@ -81,115 +64,38 @@ CREATE TABLE IF NOT EXISTS llmkit_replies (
 """
 
 
-class _Unstable(TypeError):
-    """An option value with no stable JSON form."""
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, type) and issubclass(value, BaseModel):
-        return {"pydantic_schema": value.model_json_schema()}
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json", exclude_none=True)
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, (set, frozenset)):
-        return sorted(value, key=repr)
-    raise _Unstable(type(value).__name__)
-
-
-def _is_secret_name(name: Any) -> bool:
-    if not isinstance(name, str):
-        return False
-    return name.lower().replace("-", "_").rsplit("_", 1)[-1] in _SECRET_WORDS
-
-
-def _public(value: Any) -> Any:
-    """``value`` without credentials: fields and headers named like one are left out, and
-    a text holding a registered secret (or a URL's password) has it replaced."""
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {k: _public(v) for k, v in value.items() if not _is_secret_name(k)}
-    if isinstance(value, (list, tuple)):
-        return [_public(v) for v in value]
-    if hasattr(value, "get_secret_value"):  # a pydantic SecretStr
-        return None
-    if hasattr(value, "config") and callable(getattr(value, "get_model_info", None)):
-        return _scope(value)  # a provider instance (a fallback chain's member)
-    if isinstance(value, BaseModel):
-        return _public(value.model_dump(mode="json", exclude_none=True))
-    return value
-
-
-def _scope(llm: Any) -> dict[str, Any]:
-    """What of the instance, beyond its call options, goes on the wire or changes the
-    answer."""
-    cfg = llm.config
-    extra = {k: v for k, v in cfg.extra.items() if k not in UNKEYED_EXTRAS}
-    scope: dict[str, Any] = {
-        "provider": llm.provider,
-        "base_url": redact(cfg.base_url) if cfg.base_url else None,
-        "model": llm.model,
-        "extra": _public(extra),
-    }
-    # what the config does not say: Hugging Face's local mode, a fallback chain's members
-    where = getattr(llm, "_reply_scope", None)
-    if callable(where):
-        scope["runs"] = _public(where())
-    return scope
-
-
-def request_key(llm: CallTarget, operation: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
-    """The cache key of a call, or None when the call cannot be cached."""
-    if not args:
-        return None
-    subject = args[0]
-    options = {k: v for k, v in kwargs.items() if v is not None and k not in UNKEYED_OPTIONS}
-    for name in ("extra_headers", "extra_query", "extra_body"):
-        if name in options:
-            options[name] = _public(options[name])
-    if operation in MESSAGE_OPERATIONS:
-        if not isinstance(subject, (str, Message, Mapping, list, tuple)):
-            return None  # a one-shot iterable: reading it here would consume the caller's
-        try:
-            subject = [m.model_dump(mode="json", exclude_none=True) for m in normalize_messages(subject)]
-        except LLMError:
-            return None  # the provider reports bad messages itself
-        if options.get("tools"):
-            from llmkit.core.tools import to_openai_tools
-
-            try:
-                options["tools"] = to_openai_tools(options["tools"])
-            except LLMError:
-                return None
-        cfg = llm.config
-        sampling = {"max_tokens": cfg.max_tokens, "temperature": cfg.temperature, "top_p": cfg.top_p}
-        options = {**{k: v for k, v in sampling.items() if v is not None}, **options}
-    elif not isinstance(subject, (str, list, tuple)):
-        return None
-    document = {
-        "v": FORMAT_VERSION,
-        "operation": operation,
-        **_scope(llm),
-        "input": subject,
-        "options": options,
-    }
-    try:
-        blob = orjson.dumps(
-            document, default=_canonical, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS
-        )
-    except (orjson.JSONEncodeError, _Unstable) as exc:
-        log.debug("%s call not cached: option without a stable form (%s)", operation, exc)
-        return None
-    return hashlib.sha256(blob).hexdigest()
-
-
 def _encode(operation: str, result: Any) -> bytes:
     if operation == "chat":
         return orjson.dumps(result.model_dump(mode="json", exclude={"parsed"}))
     if operation == "chat_stream":
         return orjson.dumps([c.model_dump(mode="json", exclude_defaults=True) for c in result])
     return orjson.dumps(result)
+
+
+def _rows(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        raise TypeError("not a list")
+    return data
+
+
+def _is_vector(value: Any) -> bool:
+    return isinstance(value, list) and all(
+        isinstance(x, (int, float)) and not isinstance(x, bool) for x in value
+    )
+
+
+def _has_shape(operation: str, data: Any) -> bool:
+    """Whether a decoded row is what ``operation`` returns (chat replies are validated by
+    their models)."""
+    if operation == "generate":
+        return isinstance(data, str)
+    if operation == "generate_stream":
+        return isinstance(data, list) and all(isinstance(x, str) for x in data)
+    if operation == "embed":
+        return _is_vector(data)
+    if operation == "embed_batch":
+        return isinstance(data, list) and all(_is_vector(v) for v in data)
+    return True
 
 
 _BUSY_RETRY_SECONDS = 30.0
@@ -322,19 +228,31 @@ class ReplyCache:
             self._read_only(exc)
 
     def decode(self, operation: str, value: bytes, kwargs: dict[str, Any], provider: str) -> Any:
-        """The stored reply in the form the operation returns."""
-        data = orjson.loads(value)
-        if operation == "chat":
-            response = ChatResponse.model_validate(data)
-            response_format = kwargs.get("response_format")
-            if response_format is not None:
-                response.parsed = parse_structured(
-                    response.content, response_format, provider, response
-                )
-            return response
-        if operation == "chat_stream":
-            return [StreamChunk.model_validate(item) for item in data]
-        return data
+        """The stored reply in the form the operation returns, or NO_ANSWER when the row
+        is damaged (not JSON, or not of the operation's shape): a miss, with a warning;
+        the reply that comes instead replaces the row."""
+        try:
+            data = orjson.loads(value)
+            if operation == "chat":
+                if not isinstance(data, dict) or "content" not in data:
+                    raise ValueError("not a stored chat reply")
+                response = ChatResponse.model_validate(data)
+            elif operation == "chat_stream":
+                return [StreamChunk.model_validate(item) for item in _rows(data)]
+            elif _has_shape(operation, data):
+                return data
+            else:
+                raise ValueError(f"not a stored {operation} reply")
+        except (ValueError, TypeError) as exc:  # orjson's and pydantic's errors are ValueErrors
+            log.warning(
+                "reply cache %r: a damaged %s row is ignored (%s)",
+                self.path, operation, redact(str(exc).splitlines()[0] if str(exc) else type(exc).__name__),
+            )
+            return NO_ANSWER
+        response_format = kwargs.get("response_format")
+        if response_format is not None:
+            response.parsed = parse_structured(response.content, response_format, provider, response)
+        return response
 
     # ------------------------------------------------------------------ the call layer
 
