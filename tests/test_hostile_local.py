@@ -215,3 +215,42 @@ async def test_close_during_a_local_stream_and_call_ends_them(tiny_model: str) -
         await asyncio.wait_for(stream_task, 30)
     with pytest.raises(ConfigError, match="instance is closed"):
         await asyncio.wait_for(call_task, 30)
+
+
+async def test_a_failed_choice_cancels_the_other_choices(tiny_model: str) -> None:
+    """``chat(n=3)``: when one choice's generation fails, the call fails at once and the
+    other choices are not generated for nobody (one row decodes at a time here, so they
+    are still queued when the first fails)."""
+    import torch.nn.modules.module as torch_modules
+
+    passes: list[str] = []
+    fail_next = False
+
+    def count_model_passes(module: Any, args: Any) -> None:
+        nonlocal fail_next
+        if type(module).__name__.endswith("ForCausalLM"):
+            if fail_next:
+                fail_next = False
+                raise RuntimeError("device lost")
+            passes.append("pass")
+
+    async with HuggingFaceLLM(
+        model=tiny_model, base_url="local", extra={"device": "cpu", "max_batch_size": 1}
+    ) as llm:
+        hook = torch_modules.register_module_forward_pre_hook(count_model_passes)
+        try:
+            await llm.chat(PROMPT, temperature=0.0, max_tokens=4)
+            one_call = len(passes)
+            assert one_call > 0
+            passes.clear()
+            fail_next = True
+            with pytest.raises(Exception, match="device lost"):
+                await llm.chat(PROMPT, n=3, temperature=0.0, max_tokens=16)
+            # the engine takes requests in order: once this call is answered, whatever of
+            # the failed call was still queued would have run before it
+            await llm.chat(PROMPT, temperature=0.0, max_tokens=4)
+        finally:
+            hook.remove()
+    # the next choice may have had its first pass before the cancellation reached the
+    # engine's thread; generated whole, the two others would take some 30 passes
+    assert one_call <= len(passes) <= one_call + 1

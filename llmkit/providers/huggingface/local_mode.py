@@ -261,11 +261,7 @@ class LocalMode:
             if call.n == 1:
                 work: Any = backend.generate(msgs, **params)
             else:  # n rows of the shared batch, each sampling on its own
-                seed = params.pop("seed")
-                work = asyncio.gather(*(
-                    backend.generate(msgs, seed=None if seed is None else seed + i, **params)
-                    for i in range(call.n)
-                ))
+                work = backend.generate_choices(msgs, call.n, **params)
             outcome = await self._limited(work, call.timeout)
         return self._response(outcome if call.n > 1 else [outcome], response_format)
 

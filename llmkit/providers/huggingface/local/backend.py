@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,17 @@ from llmkit.providers.huggingface.local.requests import (
 __all__ = ["LocalBackend"]
 
 Messages = Sequence[Mapping[str, Any]]
+
+
+async def _all_or_none(calls: Sequence[Coroutine[Any, Any, LocalResult]]) -> list[LocalResult]:
+    """Every call's result in order; when one fails (or the caller is cancelled) the
+    others are cancelled at once, so no generation goes on for a reply nobody gets."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 class LocalBackend:
@@ -158,12 +169,18 @@ class LocalBackend:
     ) -> list[LocalResult]:
         """Generate for several conversations in the shared batch; results in input order."""
         params = GenParams.make(max_new_tokens, temperature, top_p, stop, seed, **sampling)
-        tasks = [asyncio.ensure_future(self._generate(c, params, None)) for c in conversations]
-        try:
-            return list(await asyncio.gather(*tasks))
-        finally:
-            for task in tasks:
-                task.cancel()
+        return await _all_or_none([self._generate(c, params, None) for c in conversations])
+
+    async def generate_choices(
+        self, messages: Messages, n: int, *, seed: int | None = None, **params: Any
+    ) -> list[LocalResult]:
+        """``n`` completions of one conversation, each sampling on its own (seeds ``seed``,
+        ``seed + 1``, ... when a seed is given), as rows of the shared batch. The first
+        failure cancels the others."""
+        return await _all_or_none([
+            self.generate(messages, seed=None if seed is None else seed + i, **params)
+            for i in range(n)
+        ])
 
     async def stream(
         self,
