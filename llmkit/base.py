@@ -368,7 +368,7 @@ class BaseLLM:
 
     async def aclose(self) -> None:
         """Release connections and workers. Safe to call more than once."""
-        self.call_state.closed = True
+        self.call_state.close()
 
     async def close(self) -> None:
         await self.aclose()

@@ -40,8 +40,8 @@ async def wait_until(condition: Callable[[], bool], limit: float = HANG_GUARD) -
 # --------------------------------------------------------------------------- close
 
 
-def _provider(kind: str, server: ServerHandle, timeout: float) -> tuple[BaseLLM, str]:
-    common: dict[str, Any] = {"timeout": timeout, "max_retries": 3}
+def _provider(kind: str, server: ServerHandle, timeout: float, **config: Any) -> tuple[BaseLLM, str]:
+    common: dict[str, Any] = {"timeout": timeout, "max_retries": 3, **config}
     if kind == "openai":
         return OpenAILLM(
             model="gpt-4o-mini", base_url=server.url, api_key="sk-hostile-close-0123456789",
@@ -340,3 +340,81 @@ async def test_a_cancel_during_a_rate_limit_wait_stays_a_cancel() -> None:
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert state.total_requests == 1
+
+
+# --------------------------------------------------------------------------- close and the slot queue
+
+
+class _Idle(BaseLLM):
+    """A custom provider (its calls take slots through the guard)."""
+
+    async def generate(self, messages: Any, **options: Any) -> str:
+        return "x"
+
+    async def generate_stream(self, messages: Any, **options: Any) -> AsyncIterator[str]:
+        yield "first"
+        yield "second"
+
+
+@pytest.mark.parametrize("kind", ["openai", "ollama", "custom", "mock"])
+async def test_close_ends_calls_queued_behind_a_slot_an_idle_stream_holds(kind: str) -> None:
+    """``max_concurrency=1``: a stream read once and then left (its consumer idle) holds the
+    slot; calls and streams queued behind it end at the close instead of waiting for a
+    stream nobody will finish."""
+    state = ServerState(reply="one two three four five six")
+    async with SERVE.get(kind, serve_openai)(state) as server:
+        llm: BaseLLM
+        if kind == "custom":
+            llm = _Idle("idle", max_concurrency=1)
+        elif kind == "mock":
+            llm = llmkit.create_llm({"provider": "mock", "model": "m", "max_concurrency": 1})
+        else:
+            llm, _ = _provider(kind, server, 30.0, max_concurrency=1)
+        holder = llm.generate_stream("hold the slot")
+        assert await holder.__anext__()
+        assert llm.get_metrics().in_flight == 1
+        queued_call = asyncio.create_task(llm.generate("queued"))
+        queued_stream = asyncio.create_task(llm.chat_stream("queued").__anext__())
+        await wait_until(lambda: llm.call_state.limiter.waiting() == 2)
+        sent = state.total_requests
+        await llm.aclose()
+        with pytest.raises(ConfigError, match="instance is closed"):
+            await asyncio.wait_for(queued_call, HANG_GUARD)
+        with pytest.raises(StreamError, match="closed"):
+            await asyncio.wait_for(queued_stream, HANG_GUARD)
+        assert state.total_requests == sent  # neither was sent
+        assert llm.call_state.limiter.waiting() == 0
+        await holder.aclose()
+        assert llm.get_metrics().in_flight == 0
+        with pytest.raises(ConfigError, match="instance is closed"):
+            await llm.generate("after close")
+
+
+async def test_instances_closed_during_a_stream_are_not_kept_alive() -> None:
+    """aiohttp ends every reader of a closed response with one shared exception object; the
+    traceback of each raise would keep that stream's frames (its response, transport and
+    instance) alive for as long as the process runs."""
+    import gc
+    import weakref
+
+    state = ServerState(reply="one two three four five six")
+    async with serve_openai(state) as server:
+        refs = []
+        for _ in range(3):
+            state.add_fault("slow_body", after=2, delay=HANG_GUARD + 5)
+            llm, _ = _provider("openai", server, 30.0)
+            got: list[str] = []
+
+            async def consume(llm: BaseLLM = llm, got: list[str] = got) -> None:
+                async for delta in llm.generate_stream("hi"):
+                    got.append(delta)
+
+            task = asyncio.create_task(consume())
+            await wait_until(lambda got=got: bool(got))  # type: ignore[misc]
+            await llm.aclose()
+            with pytest.raises(StreamError, match="closed"):
+                await asyncio.wait_for(task, HANG_GUARD)
+            refs.append(weakref.ref(llm))
+            del llm, task, consume
+        gc.collect()
+        assert [r() for r in refs] == [None, None, None]

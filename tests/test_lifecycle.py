@@ -268,3 +268,45 @@ def test_limiter_holds_across_threads_through_cancellations() -> None:
     assert sum(cancelled) > 0
     assert inside == [0, 3]
     assert (limiter.in_use(), limiter.waiting(), limiter.peak()) == (0, 0, 3)
+
+
+def test_limiter_close_wakes_waiters_of_every_loop_and_refuses_later_waits() -> None:
+    """Waiters parked on three loops in three threads are all woken by a close from the
+    main thread with LimiterClosed; a later wait is refused, a held slot stays held until
+    released, and a slot handed over is never lost."""
+    from llmkit.calls.limiter import ConcurrencyLimiter, LimiterClosed
+
+    limiter = ConcurrencyLimiter(1)
+    assert limiter.try_acquire()  # the slot an idle stream holds
+    parked = threading.Barrier(4)
+
+    async def wait(i: int) -> str:
+        task = asyncio.ensure_future(limiter.acquire())
+        await asyncio.sleep(0)
+        parked.wait(10)  # all three are queued
+        try:
+            await asyncio.wait_for(task, 10)
+        except LimiterClosed:
+            return "closed"
+        return "acquired"
+
+    results: list[Any] = []
+    thread = threading.Thread(target=lambda: results.extend(run_in_threads(3, wait)))
+    thread.start()
+    parked.wait(10)
+    while limiter.waiting() < 3:
+        time.sleep(0.001)
+    limiter.close()
+    thread.join(30)
+    assert results == ["closed"] * 3
+    assert (limiter.in_use(), limiter.waiting()) == (1, 0)
+
+    async def later() -> None:
+        with pytest.raises(LimiterClosed):
+            await limiter.acquire()
+        limiter.release()  # the holder ends: the slot is free again, and taken without waiting
+        await limiter.acquire()
+        limiter.release()
+
+    asyncio.run(later())
+    assert limiter.in_use() == 0

@@ -12,6 +12,9 @@ A call made from inside a call of the same instance (a ``chat_stream`` built on 
 a ``generate`` that calls ``chat``) runs under the slot already held: a context variable
 names the limiters held by the running call. For streams it is set only while the
 provider's generator runs, never across a ``yield`` into the consumer's code.
+
+Closing the instance ends the wait of every call queued for a slot: ``ConfigError("instance
+is closed")``, a stream :class:`StreamError`.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ from collections.abc import AsyncGenerator, Callable, Coroutine
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from llmkit.calls.limiter import ConcurrencyLimiter
+from llmkit.calls.limiter import ConcurrencyLimiter, LimiterClosed
 from llmkit.calls.protocol import check_open
-from llmkit.core.errors import LLMError
+from llmkit.core.errors import ConfigError, LLMError, StreamError
 
 if TYPE_CHECKING:
     from llmkit.calls.protocol import CallTarget
@@ -58,6 +61,18 @@ def _needs_slot(llm: CallTarget) -> bool:
     return llm.call_state.limiter not in _held.get() and not llm.attempts_through_transport
 
 
+async def _slot(llm: CallTarget, limiter: ConcurrencyLimiter, *, streaming: bool) -> None:
+    """Wait for a slot; the instance's close ends the wait with the error a closed
+    instance gives (a stream: :class:`StreamError`)."""
+    try:
+        await limiter.acquire()
+    except LimiterClosed:
+        provider = llm.config.provider
+        if streaming:
+            raise StreamError("stream ended: the instance was closed", provider=provider) from None
+        raise ConfigError("instance is closed", provider=provider) from None
+
+
 def _guard_call(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def call(self: CallTarget, *args: Any, **kwargs: Any) -> Any:
@@ -79,7 +94,7 @@ async def _slotted_call(
     metrics.start()
     started = time.perf_counter()
     try:
-        await limiter.acquire()
+        await _slot(llm, limiter, streaming=False)
         token = _held.set(_held.get() | {limiter})
         try:
             result = await fn(llm, *args, **kwargs)
@@ -115,7 +130,7 @@ async def _slotted_stream(
     started = time.perf_counter()
     error: str | None = "cancelled"
     try:
-        await limiter.acquire()
+        await _slot(llm, limiter, streaming=True)
     except BaseException as exc:
         metrics.finish(0.0, _error_type(exc))
         raise

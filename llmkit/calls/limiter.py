@@ -6,6 +6,10 @@ The count lives under a :class:`threading.Lock`; a caller that finds no free slo
 hands its slot straight to the first live waiter and wakes it: directly on the same loop,
 with ``loop.call_soon_threadsafe`` from another (no polling). A waiter cancelled after its
 slot was handed over passes the slot on, so cancellation never loses or leaks a slot.
+
+:meth:`ConcurrencyLimiter.close` (the instance was closed) wakes every waiter with
+:class:`LimiterClosed` and refuses every later wait: a call queued behind a slot that an
+idle stream holds does not wait for a stream nobody will finish.
 """
 
 from __future__ import annotations
@@ -15,7 +19,11 @@ import threading
 from collections import deque
 from types import TracebackType
 
-__all__ = ["ConcurrencyLimiter"]
+__all__ = ["ConcurrencyLimiter", "LimiterClosed"]
+
+
+class LimiterClosed(Exception):
+    """The limiter was closed while (or before) the caller waited for a slot."""
 
 
 class _Waiter:
@@ -32,11 +40,16 @@ def _wake(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
+def _refuse(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_exception(LimiterClosed())
+
+
 class ConcurrencyLimiter:
     """A counting semaphore shared by threads and event loops (``async with limiter`` or
     ``await limiter.acquire()`` ... ``limiter.release()``)."""
 
-    __slots__ = ("_in_use", "_lock", "_peak", "_waiters", "limit")
+    __slots__ = ("_closed", "_in_use", "_lock", "_peak", "_waiters", "limit")
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -46,6 +59,7 @@ class ConcurrencyLimiter:
         self._in_use = 0
         self._peak = 0
         self._waiters: deque[_Waiter] = deque()
+        self._closed = False
 
     def in_use(self) -> int:
         """Slots held now."""
@@ -73,6 +87,8 @@ class ConcurrencyLimiter:
             if self._in_use < self.limit and not self._waiters:
                 self._take()
                 return
+            if self._closed:
+                raise LimiterClosed()
             waiter = _Waiter(asyncio.get_running_loop())
             self._waiters.append(waiter)
         try:
@@ -81,13 +97,34 @@ class ConcurrencyLimiter:
             with self._lock:
                 if waiter.granted:
                     self._hand_on()  # the slot reached us as we were cancelled: pass it on
-                else:
+                elif waiter in self._waiters:  # (close() took every waiter off the queue)
                     self._waiters.remove(waiter)
             raise
 
     def release(self) -> None:
         with self._lock:
             self._hand_on()
+
+    def close(self) -> None:
+        """Wake every waiter with :class:`LimiterClosed` (each on its own loop) and refuse
+        every later wait. Slots held stay held until released; a free slot is still
+        taken without waiting (the caller then finds the instance closed)."""
+        with self._lock:
+            self._closed = True
+            waiters = list(self._waiters)
+            self._waiters.clear()
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for waiter in waiters:
+            if waiter.loop is running:
+                _refuse(waiter.future)
+            else:
+                try:
+                    waiter.loop.call_soon_threadsafe(_refuse, waiter.future)
+                except RuntimeError:  # its loop is closed: nobody will ever await it
+                    pass
 
     def _take(self) -> None:
         self._in_use += 1

@@ -29,6 +29,11 @@ class CallState:
         """The instance's own layers, outermost first (reply cache, then hooks)."""
         self.closed = False
 
+    def close(self) -> None:
+        """The instance is closed: refuse new calls and wake those queued for a slot."""
+        self.closed = True
+        self.limiter.close()
+
     def update_layers(self) -> None:
         """Recompute :attr:`layers` after the reply cache or the hooks changed."""
         layers: list[Layer] = []

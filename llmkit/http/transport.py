@@ -17,7 +17,7 @@ from typing import Any, Literal
 import aiohttp
 
 from llmkit.calls.hooks import Hooks
-from llmkit.calls.limiter import ConcurrencyLimiter
+from llmkit.calls.limiter import ConcurrencyLimiter, LimiterClosed
 from llmkit.calls.metrics import MetricsRecorder
 from llmkit.core.errors import (
     ConfigError,
@@ -99,7 +99,17 @@ class HTTPTransport:
 
     async def aclose(self) -> None:
         self.inflight.close()  # first: what is woken sees the instance closed
+        self.limiter.close()  # calls queued for a slot (held by an idle stream) end too
         await self.sessions.aclose()
+
+    async def _waited_for_slot(self) -> bool:
+        """Wait for a concurrency slot: True once taken, False when the instance was closed
+        while (or before) waiting."""
+        try:
+            await self.limiter.acquire()
+        except LimiterClosed:
+            return False
+        return True
 
     # ------------------------------------------------------------------ plain requests
 
@@ -145,8 +155,8 @@ class HTTPTransport:
                 if hooks is not None:
                     await hooks.attempt("request", self.provider, model, attempt)
                 try:
-                    if not limiter.try_acquire():
-                        await limiter.acquire()
+                    if not (limiter.try_acquire() or await self._waited_for_slot()):
+                        raise self._closed_error(False)
                     try:
                         ticket = await self.inflight.interruptible(
                             self.rate_limiter.acquire(json, attempt > 0),
@@ -258,7 +268,12 @@ class HTTPTransport:
     def _client_error(
         self, exc: BaseException, url: str, *, stream: bool, streaming: bool = False
     ) -> LLMError:
-        """``stream``: output was already delivered; ``streaming``: a stream's request."""
+        """``stream``: output was already delivered; ``streaming``: a stream's request.
+
+        ``exc`` loses its traceback: aiohttp raises one shared "Connection closed"
+        exception for every response closed under its reader, and the traceback of each
+        raise would keep that call's frames (its response, its transport) alive for good."""
+        exc.__traceback__ = None
         if self._closed():  # the pool was closed under this request: no retry
             return self._closed_error(streaming or stream)
         return map_client_error(exc, self.provider, url, stream=stream)
@@ -320,12 +335,11 @@ class HTTPTransport:
             while True:
                 if hooks is not None:
                     await hooks.attempt("request", self.provider, model, attempt)
-                if not limiter.try_acquire():
-                    await limiter.acquire()
-                held = True
-                if self._closed():  # closed while this stream waited for a slot or a retry
-                    limiter.release()
-                    held = False
+                held = limiter.try_acquire() or await self._waited_for_slot()
+                if not held or self._closed():  # closed while it waited for a slot or a retry
+                    if held:
+                        limiter.release()
+                        held = False
                     error_type = "stream_error"
                     raise self._closed_error(True)
                 resp: aiohttp.ClientResponse | None = None
