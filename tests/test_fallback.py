@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from typing import Any
@@ -169,3 +170,49 @@ async def test_instances_in_the_chain_stay_open_and_bad_chains_fail() -> None:
         create_llm({"provider": "fallback"})
     with pytest.raises(ConfigError):
         FallbackLLM(chain=["not a config"])
+
+
+@pytest.mark.parametrize("owner", ["chain", "caller"])
+@pytest.mark.parametrize("when", ["mid-stream", "before headers", "call"])
+async def test_close_ends_what_the_fallback_has_in_flight(owner: str, when: str) -> None:
+    """Closing the fallback ends its stream or call at once, on members it built and on
+    members the caller passed in (which stay open), and never moves on to the next member."""
+    async with serve_openai(ServerState(reply="one two three four five")) as a, serve_openai(
+        ServerState(reply="from b")
+    ) as b:
+        if when == "mid-stream":
+            a.state.add_fault("slow_body", after=2, delay=30)
+        else:
+            a.state.add_fault("slow_headers", delay=30)
+        configs = [
+            {"provider": "openai", "model": "gpt-4o-mini", "base_url": s.url,
+             "api_key": "sk-test-abcdefgh", "timeout": 60, "max_retries": 0}
+            for s in (a, b)
+        ]
+        members = [create_llm(c) for c in configs] if owner == "caller" else []
+        llm = FallbackLLM(chain=members or configs)
+        got: list[str] = []
+
+        async def consume() -> None:
+            if when == "call":
+                got.append(await llm.generate("hi"))
+                return
+            async for delta in llm.generate_stream("hi"):
+                got.append(delta)
+
+        task = asyncio.create_task(consume())
+        for _ in range(1000):
+            await asyncio.sleep(0.005)
+            if (got if when == "mid-stream" else a.state.in_flight):
+                break
+        await llm.aclose()
+        expected: type[Exception] = ConfigError if when == "call" else StreamError
+        with pytest.raises(expected, match="closed"):
+            await asyncio.wait_for(task, 10)
+        assert len(b.state.requests) == 0  # never moved on
+        if owner == "caller":
+            assert not any(m.closed for m in members)  # the caller's, still open
+            assert await members[1].generate("still usable") == "from b"
+            for m in members:
+                await m.aclose()
+            assert all(m.get_metrics().in_flight == 0 for m in members)

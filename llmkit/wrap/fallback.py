@@ -6,6 +6,10 @@ A call goes to the first member. When that member fails, after its own retries, 
 once. A stream moves on only before its first chunk: after that, the member's error is the
 stream's. When every member fails, the last member's error is raised, with every failure
 (in order) in its ``attempts`` list.
+
+Closing the fallback ends its calls and streams in flight at once, whoever owns the member
+they run on (a call: ``ConfigError("instance is closed")``, a stream: :class:`StreamError`),
+and no call moves on to a next member once the fallback is closed.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from llmkit.core.errors import (
     LLMTimeoutError,
     RateLimitError,
     ServerError,
+    StreamError,
 )
 from llmkit.core.types import ChatResponse, MessagesInput, ModelInfo, StreamChunk, Usage
+from llmkit.http.inflight import InFlight
 
 __all__ = ["FALLBACK_ERRORS", "FallbackLLM"]
 
@@ -66,6 +72,7 @@ class FallbackLLM(BaseLLM):
 
         self.members: list[BaseLLM] = []
         self._owned: list[BaseLLM] = []  # built here (nothing is opened before a call)
+        self._inflight = InFlight()
         for i, item in enumerate(items):
             if isinstance(item, BaseLLM):
                 self.members.append(item)
@@ -92,13 +99,21 @@ class FallbackLLM(BaseLLM):
 
     # ------------------------------------------------------------------ the rule
 
+    def _call_closed(self) -> LLMError:
+        return ConfigError("instance is closed", provider=self.provider)
+
+    def _stream_closed(self) -> LLMError:
+        return StreamError("stream ended: the instance was closed", provider=self.provider)
+
     async def _first(self, call: Callable[[BaseLLM], Awaitable[Any]]) -> Any:
         failures: list[LLMError] = []
         for member in self.members:
             try:
-                return await call(member)
+                return await self._inflight.interruptible(call(member), self._call_closed)
             except LLMError as exc:
                 failures.append(exc)
+                if self._inflight.closed:  # closed under the call: no next member
+                    raise self._call_closed() from None
                 if not _moves_on(exc) or member is self.members[-1]:
                     exc.attempts = failures  # type: ignore[attr-defined]
                     raise
@@ -108,22 +123,28 @@ class FallbackLLM(BaseLLM):
         self, open_stream: Callable[[BaseLLM], AsyncGenerator[Any, None]]
     ) -> AsyncGenerator[Any, None]:
         failures: list[LLMError] = []
+        interruptible = self._inflight.interruptible
         for member in self.members:
             async with aclosing(open_stream(member)) as stream:
                 try:
-                    first = await stream.__anext__()
+                    first = await interruptible(stream.__anext__(), self._stream_closed)
                 except StopAsyncIteration:
                     return
                 except LLMError as exc:
                     failures.append(exc)
+                    if self._inflight.closed:
+                        raise self._stream_closed() from None
                     if not _moves_on(exc) or member is self.members[-1]:
                         exc.attempts = failures  # type: ignore[attr-defined]
                         raise
                     continue
                 yield first
-                async for item in stream:
+                while True:
+                    try:
+                        item = await interruptible(stream.__anext__(), self._stream_closed)
+                    except StopAsyncIteration:
+                        return
                     yield item
-                return
 
     # ------------------------------------------------------------------ calls
 
@@ -201,6 +222,7 @@ class FallbackLLM(BaseLLM):
         return [m.get_metrics() for m in self.members]
 
     async def aclose(self) -> None:
+        self._inflight.close()  # calls and streams in flight end now, on members of any owner
         for member in self._owned:
             await member.aclose()
         await super().aclose()
