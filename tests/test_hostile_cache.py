@@ -347,3 +347,21 @@ async def test_a_damaged_row_is_a_miss_and_is_replaced(
         assert [c async for c in llm.generate_stream("stream row")] == chunks
         assert llm.get_metrics().cache_hits == 4
     assert len(server.state.requests) == 4
+
+
+async def test_a_reply_that_echoes_the_key_is_stored_without_it(tmp_path: Path) -> None:
+    """A server that echoes the caller's key in its reply (content and the raw body): the
+    stored row holds ``***`` in its place, in a chat, a stream and a plain generate."""
+    path = tmp_path / "echo.sqlite"
+    async with serve_openai(ServerState(reply=f"your key is {KEY}, keep it safe")) as server:
+        async with openai(server, path) as llm:
+            live = await llm.chat("echo")
+            assert KEY in live.content  # what the server sent reaches the caller as sent
+            assert KEY in "".join([c.delta async for c in llm.chat_stream("echo")])
+            await llm.generate("echo once more")
+        assert KEY.encode() not in stored_bytes(path)
+        async with openai(server, path) as llm:
+            stored = await llm.chat("echo")
+            assert stored.content == "your key is ***, keep it safe"
+            assert KEY not in repr(stored.raw)
+            assert llm.get_metrics().cache_hits == 1

@@ -11,7 +11,9 @@ local mode). Left out: what only changes how a request is sent (``timeout``,
 ``max_retries``, the retry, connection and batching settings in ``extra``) and secrets,
 never part of the key nor stored: the API key, headers and fields whose name ends in a
 credential word (``Authorization``, ``x-api-key``, ``hf_token``, ``client_secret``,
-``password``, ``cookie``, ...) and, in any text, a registered secret or a URL's password. A request with an option that has no
+``password``, ``cookie``, ...) and, in any text, a registered secret or a URL's password.
+A stored reply never holds a registered secret either (a server that echoes the key in a
+reply or its ``raw`` body has it stored as ``***``). A request with an option that has no
 stable JSON form (an arbitrary object) is neither looked up nor stored.
 
 A damaged row (not JSON, or not of its operation's shape) is a miss, with a warning; the
@@ -43,7 +45,7 @@ import orjson
 
 from llmkit.calls.protocol import NO_ANSWER, LayerCall
 from llmkit.calls.reply_key import request_key
-from llmkit.core.errors import ConfigError, redact
+from llmkit.core.errors import ConfigError, redact, without_registered_secrets
 from llmkit.core.structured import parse_structured
 from llmkit.core.types import ChatResponse, StreamChunk
 
@@ -222,7 +224,7 @@ class ReplyCache:
         if not self._writable:
             return
         try:
-            value = _encode(operation, result)
+            value = without_registered_secrets(_encode(operation, result))  # an echoed key too
             await asyncio.to_thread(self._with_busy_retries, self._write, key, operation, value)
         except (sqlite3.Error, OSError, TypeError, ValueError) as exc:
             self._read_only(exc)

@@ -48,6 +48,16 @@ def register_secret(secret: str | None) -> None:
             _secrets.add(secret)
 
 
+def without_registered_secrets(data: bytes) -> bytes:
+    """``data`` with every registered secret (as UTF-8) replaced by ``***``; nothing else
+    changes (for stored replies, where a key-shaped text of the reply itself stays)."""
+    for secret in tuple(_secrets):
+        needle = secret.encode()
+        if needle in data:
+            data = data.replace(needle, b"***")
+    return data
+
+
 def redact(text: str) -> str:
     """Remove every registered secret and anything shaped like an API key from ``text``."""
     if not text:
