@@ -24,9 +24,11 @@ from llmkit.core.types import (
     Choice,
     MessagesInput,
     StreamChunk,
+    ToolCallDelta,
     Usage,
     normalize_messages,
 )
+from llmkit.providers.mock.tool_calls import forced_tool_call
 
 __all__ = ["MockLLM"]
 
@@ -49,6 +51,9 @@ class MockLLM(BaseLLM):
     cut at the first stop sequence, ``finish_reason="stop"``), ``n`` (``n`` identical
     choices); sampling options have nothing to change in a scripted reply. It has no token
     probabilities: ``logprobs=True`` and ``top_logprobs`` raise ``InvalidRequestError``.
+    Tools are checked as every provider checks them; a ``tool_choice`` that forces a call
+    is answered with one (arguments made up from the tool's schema), see
+    :mod:`llmkit.providers.mock.tool_calls`.
     """
 
     provider_name: ClassVar[str] = "mock"
@@ -123,6 +128,7 @@ class MockLLM(BaseLLM):
                 "token probabilities", provider=self.provider,
             )
         payload, model = response_format_payload(response_format)  # checks it, as others do
+        forced = forced_tool_call(tools, tool_choice, self.provider)
         await self._step()
         self.calls.append(msgs)
         scripted = self._reply(msgs)
@@ -140,17 +146,20 @@ class MockLLM(BaseLLM):
         if opts.get("stop") and response_format is None:
             text, hit = cut_at_stop(text, opts["stop"])
             finish = "stop" if hit else finish
+        if forced is not None:  # a server that must call a tool answers with the call
+            text, finish = "", "tool_calls"
         n = int(opts.get("n", 1))
         usage = Usage.of(sum(len(m.text().split()) for m in msgs), n * len(text.split()))
         self._record_usage(usage)
         response = ChatResponse(
-            content=text, finish_reason=finish, usage=usage, model=self.model, raw={}
+            content=text, finish_reason=finish, usage=usage, model=self.model, raw={},
+            tool_calls=[] if forced is None else [forced],
         )
         if n > 1:
             response.choices = [
                 Choice(index=i, content=text, finish_reason=finish) for i in range(n)
             ]
-        if response_format is not None:
+        if response_format is not None and forced is None:
             response.parsed = self._parse(
                 text, response_format, scripted=scripted is not None, response=response
             )
@@ -178,7 +187,17 @@ class MockLLM(BaseLLM):
         for i in range(0, len(text), self.chunk_size):
             await asyncio.sleep(0)
             yield StreamChunk(delta=text[i : i + self.chunk_size])
-        yield StreamChunk(finish_reason=response.finish_reason, usage=response.usage)
+        calls = response.tool_calls
+        for i, call in enumerate(calls):
+            wire = call.to_openai()
+            yield StreamChunk(tool_calls=[ToolCallDelta(
+                index=i, id=call.id, name=call.name,
+                arguments=wire["function"]["arguments"] if "function" in wire else "",
+            )])
+        yield StreamChunk(
+            finish_reason=response.finish_reason, usage=response.usage,
+            completed_tool_calls=list(calls) if calls else None,
+        )
 
     async def embed(self, text: str) -> list[float]:
         from llmkit.base import _check_texts
