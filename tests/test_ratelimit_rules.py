@@ -272,6 +272,21 @@ def test_what_a_server_teaches_is_shared_by_base_url_and_key_hash() -> None:
     assert not any("sk-one" in "".join(key) for key in ratelimit._registry.keys())
 
 
+def test_an_organization_or_project_of_its_own_has_limits_of_its_own() -> None:
+    """OpenAI counts limits per organization and project: one key used for two projects
+    learns two sets of limits; the same project through two instances shares one."""
+    key = {"Authorization": "Bearer sk-org-scope"}
+    plain = learned_for("http://h:4/v1", key)
+    org_a = learned_for("http://h:4/v1", {**key, "OpenAI-Organization": "org-a"})
+    org_b = learned_for("http://h:4/v1", {**key, "OpenAI-Organization": "org-b"})
+    project = learned_for("http://h:4/v1", {**key, "OpenAI-Organization": "org-a", "OpenAI-Project": "p1"})
+    again = learned_for("http://h:4/v1", {**key, "openai-organization": "org-a", "openai-project": "p1"})
+    assert len({id(x) for x in (plain, org_a, org_b, project)}) == 4
+    assert again is project
+    # other headers (a trace id) do not split what is learned
+    assert learned_for("http://h:4/v1", {**key, "X-Trace": "1"}) is plain
+
+
 def test_configured_limits_stay_per_instance() -> None:
     shared = learned_for("http://h:3/v1", {"Authorization": "Bearer k"})
     one, two = RateLimiter(requests_per_minute=60), RateLimiter(requests_per_minute=6000)

@@ -49,7 +49,12 @@ __all__ = [
 
 TOKEN_RECHECK = 0.2  # seconds between looks at a wait for tokens
 PACE_RECHECK = 0.1  # seconds between looks at a wait for a learned rate (it moves)
-_KEY_HEADERS = ("authorization", "api-key", "x-api-key", "x-goog-api-key")
+# What a provider counts its limits against: the key, and (OpenAI) the organization and
+# project the key's requests are billed to, which have limits of their own.
+_KEY_HEADERS = (
+    "authorization", "api-key", "x-api-key", "x-goog-api-key",
+    "openai-organization", "openai-project",
+)
 
 
 class _Shared:
