@@ -23,7 +23,7 @@ from llmkit.core.options import ClientOptions
 from llmkit.http.error_mapping import error_from_payload
 from llmkit.jobs.source import JobRow
 from llmkit.providers.openai.chat import parse_chat_response
-from llmkit.providers.openai.client import OpenAICompatible
+from llmkit.providers.openai.compatible import OpenAICompatible
 
 __all__ = ["ENDPOINT", "BatchAPI"]
 

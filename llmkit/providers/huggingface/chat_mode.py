@@ -15,7 +15,7 @@ from llmkit.core.structured import parse_structured
 from llmkit.core.types import ChatResponse, MessagesInput, StreamChunk
 from llmkit.providers.huggingface import tgi as hf_tgi
 from llmkit.providers.huggingface.detect import ServerDetection
-from llmkit.providers.openai.client import OpenAICompatible
+from llmkit.providers.openai.compatible import OpenAICompatible
 
 __all__ = ["ChatWireMode"]
 

@@ -66,7 +66,7 @@ from llmkit.providers.huggingface.hub import extract_code
 from llmkit.providers.huggingface.local_mode import LocalMode
 from llmkit.providers.huggingface.tgi import render_prompt
 from llmkit.providers.huggingface.tgi_mode import TGIGenerateMode
-from llmkit.providers.openai.client import OpenAICompatible
+from llmkit.providers.openai.compatible import OpenAICompatible
 
 __all__ = ["HuggingFaceLLM", "extract_code", "render_prompt"]
 
