@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 
 __all__ = ["ConcurrencyLimiter", "LimiterClosed"]
@@ -43,6 +44,30 @@ def _wake(future: asyncio.Future[None]) -> None:
 def _refuse(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_exception(LimiterClosed())
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def _settle(
+    waiter: _Waiter,
+    how: Callable[[asyncio.Future[None]], None],
+    running: asyncio.AbstractEventLoop | None,
+) -> bool:
+    """``how(waiter.future)`` on the waiter's loop: directly when it is the running one,
+    else through that loop. False when its loop is closed (nobody will ever await it)."""
+    if waiter.loop is running:
+        how(waiter.future)
+        return True
+    try:
+        waiter.loop.call_soon_threadsafe(how, waiter.future)
+    except RuntimeError:
+        return False
+    return True
 
 
 class ConcurrencyLimiter:
@@ -113,18 +138,9 @@ class ConcurrencyLimiter:
             self._closed = True
             waiters = list(self._waiters)
             self._waiters.clear()
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = _running_loop()
         for waiter in waiters:
-            if waiter.loop is running:
-                _refuse(waiter.future)
-            else:
-                try:
-                    waiter.loop.call_soon_threadsafe(_refuse, waiter.future)
-                except RuntimeError:  # its loop is closed: nobody will ever await it
-                    pass
+            _settle(waiter, _refuse, running)
 
     def _take(self) -> None:
         self._in_use += 1
@@ -137,21 +153,12 @@ class ConcurrencyLimiter:
         if not self._waiters:
             self._in_use -= 1
             return
-        try:
-            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
+        running = _running_loop()
         while self._waiters:
             waiter = self._waiters.popleft()
-            if waiter.loop is running:
-                _wake(waiter.future)
-            else:
-                try:
-                    waiter.loop.call_soon_threadsafe(_wake, waiter.future)
-                except RuntimeError:  # its loop is closed: nobody will ever await it
-                    continue
-            waiter.granted = True
-            return
+            if _settle(waiter, _wake, running):
+                waiter.granted = True
+                return
         self._in_use -= 1
 
     async def __aenter__(self) -> None:
