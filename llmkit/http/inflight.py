@@ -83,23 +83,42 @@ class InFlight:
         """``await awaitable``; :meth:`close` interrupts it (the task is cancelled there and
         ``closed()`` is raised instead). For waits that do their own sleeping (the rate
         limiter's turn)."""
-        task = asyncio.current_task()
-        if task is None:  # pragma: no cover - always inside a task
-            return await awaitable
-        entry: _Wait = (asyncio.get_running_loop(), task)
+        entry = self.wait_entry()
         self._waits.add(entry)
         try:
             return await awaitable
         except asyncio.CancelledError:
-            if entry not in self._interrupted:
+            if not self.interrupted(entry):
                 raise
-            self._interrupted.discard(entry)
-            uncancel = getattr(task, "uncancel", None)  # Python 3.11+
-            if uncancel is not None and uncancel() > 0:
-                raise  # cancelled by someone else too: that wins
             raise closed() from None
         finally:
             self._waits.discard(entry)
+
+    # The same in pieces, for a loop that awaits many times (a stream's chunks) without a
+    # coroutine per wait: ``entry = wait_entry()`` once, then around each await
+    # ``waiting(entry)`` ... ``done_waiting(entry)``, and on ``CancelledError``
+    # ``interrupted(entry)`` says whether the close caused it.
+
+    def wait_entry(self) -> _Wait:
+        """The running task's entry (call inside a task)."""
+        task = asyncio.current_task()
+        assert task is not None
+        return (asyncio.get_running_loop(), task)
+
+    def waiting(self, entry: _Wait) -> None:
+        self._waits.add(entry)
+
+    def done_waiting(self, entry: _Wait) -> None:
+        self._waits.discard(entry)
+
+    def interrupted(self, entry: _Wait) -> bool:
+        """After a ``CancelledError`` during a wait of ``entry``: True when :meth:`close`
+        cancelled it and nobody else did (the task is uncancelled then)."""
+        if entry not in self._interrupted:
+            return False
+        self._interrupted.discard(entry)
+        uncancel = getattr(entry[1], "uncancel", None)  # Python 3.11+
+        return uncancel is None or uncancel() == 0
 
     def _interrupt(self, entry: _Wait) -> None:
         """On the task's loop: cancel it if it is still waiting."""

@@ -14,6 +14,7 @@ and no call moves on to a next member once the fallback is closed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from typing import Any, ClassVar
@@ -139,11 +140,20 @@ class FallbackLLM(BaseLLM):
                         raise
                     continue
                 yield first
+                inflight = self._inflight  # the close interrupts a wait for the next item
+                entry = inflight.wait_entry()
                 while True:
+                    inflight.waiting(entry)
                     try:
-                        item = await interruptible(stream.__anext__(), self._stream_closed)
+                        item = await stream.__anext__()
                     except StopAsyncIteration:
                         return
+                    except asyncio.CancelledError:
+                        if inflight.interrupted(entry):
+                            raise self._stream_closed() from None
+                        raise
+                    finally:
+                        inflight.done_waiting(entry)
                     yield item
 
     # ------------------------------------------------------------------ calls
