@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmkit.calls.limiter import ConcurrencyLimiter, LimiterClosed
 from llmkit.calls.protocol import check_open
-from llmkit.core.errors import ConfigError, LLMError, StreamError
+from llmkit.core.errors import LLMError, instance_closed
 
 if TYPE_CHECKING:
     from llmkit.calls.protocol import CallTarget
@@ -67,10 +67,7 @@ async def _slot(llm: CallTarget, limiter: ConcurrencyLimiter, *, streaming: bool
     try:
         await limiter.acquire()
     except LimiterClosed:
-        provider = llm.config.provider
-        if streaming:
-            raise StreamError("stream ended: the instance was closed", provider=provider) from None
-        raise ConfigError("instance is closed", provider=provider) from None
+        raise instance_closed(llm.config.provider, streaming=streaming) from None
 
 
 def _guard_call(fn: Callable[..., Coroutine[Any, Any, Any]]) -> Callable[..., Any]:

@@ -26,6 +26,7 @@ __all__ = [
     "ServerError",
     "StreamError",
     "StreamTimeoutError",
+    "instance_closed",
     "redact",
 ]
 
@@ -46,6 +47,14 @@ def register_secret(secret: str | None) -> None:
     if secret and len(secret) >= 4:
         with _secrets_lock:
             _secrets.add(secret)
+
+
+def instance_closed(provider: str | None, *, streaming: bool = False) -> LLMError:
+    """What a call or stream of a closed instance raises: ``ConfigError("instance is
+    closed")``; a stream: :class:`StreamError` saying the instance was closed."""
+    if streaming:
+        return StreamError("stream ended: the instance was closed", provider=provider)
+    return ConfigError("instance is closed", provider=provider)
 
 
 def without_registered_secrets(data: bytes) -> bytes:

@@ -19,7 +19,7 @@ import aiohttp
 from llmkit.calls.hooks import Hooks
 from llmkit.calls.limiter import ConcurrencyLimiter, LimiterClosed
 from llmkit.calls.metrics import MetricsRecorder
-from llmkit.core.errors import ConfigError, LLMError, StreamError
+from llmkit.core.errors import LLMError, instance_closed
 from llmkit.core.options import ClientOptions
 from llmkit.http.bodies import checked_base_url, read_bounded
 from llmkit.http.client_errors import map_client_error
@@ -103,9 +103,7 @@ class TransportBase:
         return self.inflight.closed or self.sessions.closed
 
     def _closed_error(self, streaming: bool) -> LLMError:
-        if streaming:
-            return StreamError("stream ended: the instance was closed", provider=self.provider)
-        return ConfigError("instance is closed", provider=self.provider)
+        return instance_closed(self.provider, streaming=streaming)
 
     def _client_error(
         self, exc: BaseException, url: str, *, stream: bool, streaming: bool = False

@@ -29,7 +29,7 @@ from llmkit.core.errors import (
     LLMTimeoutError,
     RateLimitError,
     ServerError,
-    StreamError,
+    instance_closed,
 )
 from llmkit.core.types import ChatResponse, MessagesInput, ModelInfo, StreamChunk, Usage
 from llmkit.http.inflight import InFlight
@@ -101,10 +101,10 @@ class FallbackLLM(BaseLLM):
     # ------------------------------------------------------------------ the rule
 
     def _call_closed(self) -> LLMError:
-        return ConfigError("instance is closed", provider=self.provider)
+        return instance_closed(self.provider)
 
     def _stream_closed(self) -> LLMError:
-        return StreamError("stream ended: the instance was closed", provider=self.provider)
+        return instance_closed(self.provider, streaming=True)
 
     async def _first(self, call: Callable[[BaseLLM], Awaitable[Any]]) -> Any:
         failures: list[LLMError] = []

@@ -36,7 +36,7 @@ from llmkit.core.errors import (
     LLMTimeoutError,
     ModelNotFoundError,
     NotSupportedError,
-    StreamError,
+    instance_closed,
 )
 from llmkit.core.options import ClientOptions
 from llmkit.core.structured import parse_structured
@@ -133,11 +133,7 @@ class LocalMode:
         except ConfigError:
             if not self._closed:
                 raise
-            if stream:
-                raise StreamError(
-                    "stream ended: the instance was closed", provider=self.provider
-                ) from None
-            raise ConfigError("instance is closed", provider=self.provider) from None
+            raise instance_closed(self.provider, streaming=stream) from None
         except LLMError:
             raise
         except ImportError as exc:
